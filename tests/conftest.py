@@ -31,9 +31,10 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # the xp fixture only names a stateless namespace, so sharing it across examples is safe
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile("dev", max_examples=200, deadline=None, print_blob=True)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=200, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
