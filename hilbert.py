@@ -3,8 +3,11 @@
 Paper: J. Skilling, "Programming the Hilbert curve", AIP Conference Proceedings 707, 381-387
 (2004), doi:10.1063/1.1751381. Its two C routines are `_axes_to_transpose` (AxestoTranspose:
 "inverse undo excess work", then Gray encode) and `_transpose_to_axes` (TransposetoAxes: Gray
-decode, then "undo excess work"). Here each line acts on a whole column of N points, so the Python
-loops run over bits and dimensions only, never over points. The index agrees with the
+decode, then "undo excess work"). Here each line acts on a whole column of points, so the Python
+loops run over bits and dimensions only, never over points; 64 // bits points share each int64
+(SWAR lanes, below), and the bits of the index are gathered a block of up to 64 at a time by
+"magic mask" spreads (`_spread`, `_compact`), so few array operations move single bits. The index
+agrees with the
 `hilbertcurve` package (galtay/hilbertcurve): `encode(c, p)` is
 `HilbertCurve(p, n).distance_from_point(c)` written in words; `decode` is `point_from_distance`.
 
@@ -29,6 +32,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace, device
 
 WORD = 32  # bits of index per int64 word: a 32-bit word never reaches the sign bit
+BLOCK = 2**20  # int64 values (points x coordinates) processed at a time, at least 8192 points
 
 
 def _check_bits(bits, name="bits"):
@@ -51,73 +55,228 @@ def n_words(n, bits):
     return -(-n * bits // WORD)
 
 
+def _i64(v):
+    """The int64 with the same 64 bits as the Python int v in [0, 2^64)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _lane(v, bits):
+    """v (< 2^bits) repeated in every lane of `bits` bits of an int64: a SWAR constant."""
+    return _i64(sum(v << (lane * bits) for lane in range(64 // bits)))
+
+
+# SWAR ("SIMD within a register"): Skilling's loops only shift, mask and xor within a number of
+# `bits` bits, so 64 // bits points share one int64, each in its own lane, and every array
+# operation below advances that many points at once (16 points for bits = 4). A lane never
+# borrows from its neighbour: right shifts are masked with `ones` or `_lane(...)` (which also drops
+# the sign bits an arithmetic shift brings into the top lane), and `m * P` with m a 0/1 per lane
+# and P < 2^q <= 2^(bits-1) stays inside each lane, below bit 63.
+
+
+def _contiguous(a):
+    """A C-contiguous copy of a (transposed) view: reshaping through 1-D copies in C order."""
+    xp = array_namespace(a)
+    return xp.reshape(xp.reshape(a, (-1,)), a.shape)
+
+
+def _points_to_lanes(points, bits):
+    """Points (N, n) of values < 2^bits -> SWAR rows (n, M), M = ceil(N / L), L = 64 // bits:
+    point l·M + k is lane l of column k. Lanes are blocks of points, so packing reads contiguous
+    blocks and only the L times smaller result is transposed."""
+    xp = array_namespace(points)
+    (N, n), L = points.shape, 64 // bits
+    M = -(-N // L)
+    if L * M > N:
+        pad = xp.zeros((L * M - N, n), dtype=xp.int64, device=device(points))
+        points = xp.concat([points, pad])
+    A = xp.reshape(points, (L, M, n))
+    packed = A[0, ...]
+    for lane in range(1, L):
+        packed = packed | (A[lane, ...] << (lane * bits))
+    return _contiguous(packed.T)
+
+
+def _rows_to_lanes(rows, bits):
+    """Rows (n, N), one point a column -> SWAR rows (n, M), lanes as in `_points_to_lanes`."""
+    xp = array_namespace(rows)
+    (n, N), L = rows.shape, 64 // bits
+    M = -(-N // L)
+    if L * M > N:
+        pad = xp.zeros((n, L * M - N), dtype=xp.int64, device=device(rows))
+        rows = xp.concat([rows, pad], axis=1)
+    A = xp.reshape(rows, (n, L, M))
+    packed = A[:, 0, :]
+    for lane in range(1, L):
+        packed = packed | (A[:, lane, :] << (lane * bits))
+    return packed
+
+
+def _lanes_to_rows(packed, bits, N):
+    """SWAR rows (n, M) -> rows (n, N), one point a column."""
+    xp = array_namespace(packed)
+    lanes = [(packed >> (lane * bits)) & ((1 << bits) - 1) for lane in range(64 // bits)]
+    return xp.concat(lanes, axis=1)[:, :N]  # a shift by a Python int: numpy's fast loop
+
+
+def _lanes_to_points(packed, bits, N):
+    """SWAR rows (n, M) -> points (N, n): the inverse of `_points_to_lanes`."""
+    xp = array_namespace(packed)
+    packed = _contiguous(packed.T)  # (M, n)
+    lanes = [(packed >> (lane * bits)) & ((1 << bits) - 1) for lane in range(64 // bits)]
+    return xp.concat(lanes, axis=0)[:N, :]
+
+
+def _rows(a):
+    return [a[i, :] for i in range(a.shape[0])]
+
+
 def _axes_to_transpose(X, bits):
-    """Skilling's AxestoTranspose on columns: coordinates X[0..n-1] (N,) -> transposed index."""
-    xp = array_namespace(X[0])
+    """Skilling's AxestoTranspose on SWAR rows: coordinates X[0..n-1] -> transposed index."""
     X, n = list(X), len(X)
+    ones = _lane(1, bits)
     for q in range(bits - 1, 0, -1):  # Q = 2^q from the top bit down to 2: inverse undo excess work
-        Q, P = 1 << q, (1 << q) - 1
-        X[0] = X[0] ^ (P & -((X[0] >> q) & 1))  # i = 0: invert, or exchange with itself (no-op)
+        P, low = (1 << q) - 1, _lane((1 << q) - 1, bits)
+        X[0] = X[0] ^ (((X[0] >> q) & ones) * P)  # i = 0: invert, or exchange with itself (no-op)
         for i in range(1, n):
-            hi = (X[i] & Q) != 0
-            t = xp.where(hi, 0, (X[0] ^ X[i]) & P)  # exchange the low bits of X[0] and X[i] ...
-            X[0] = X[0] ^ xp.where(hi, P, t)  # ... or invert those of X[0]
+            inv = ((X[i] >> q) & ones) * P  # lanes whose bit Q of X[i] is set: invert X[0] ...
+            t = (X[0] ^ X[i]) & (inv ^ low)  # ... the others: exchange the low bits of X[0], X[i]
+            X[0] = X[0] ^ (t | inv)
             X[i] = X[i] ^ t
     for i in range(1, n):  # Gray encode
         X[i] = X[i] ^ X[i - 1]
     # Skilling's t = xor of (Q - 1) over the set bits Q > 1 of X[n-1]: bit j of t is the parity
-    # of the bits of X[n-1] above j, the inverse Gray code of X[n-1] >> 1 (log2(31) < 5 steps).
-    t = X[n - 1] >> 1
-    for s in (1, 2, 4, 8, 16):
-        t = t ^ (t >> s)
+    # of the bits of X[n-1] above j, a prefix xor of X[n-1] >> 1 within each lane.
+    t, s = (X[n - 1] >> 1) & _lane((1 << (bits - 1)) - 1, bits), 1
+    while s < bits - 1:
+        t = t ^ ((t >> s) & _lane((1 << (bits - s)) - 1, bits))
+        s *= 2
     return [x ^ t for x in X]
 
 
 def _transpose_to_axes(X, bits):
-    """Skilling's TransposetoAxes on columns: transposed index X[0..n-1] (N,) -> coordinates."""
-    xp = array_namespace(X[0])
+    """Skilling's TransposetoAxes on SWAR rows: transposed index X[0..n-1] -> coordinates."""
     X, n = list(X), len(X)
-    t = X[n - 1] >> 1  # Gray decode by H ^ (H / 2)
+    ones = _lane(1, bits)
+    t = (X[n - 1] >> 1) & _lane((1 << (bits - 1)) - 1, bits)  # Gray decode by H ^ (H / 2)
     for i in range(n - 1, 0, -1):
         X[i] = X[i] ^ X[i - 1]
     X[0] = X[0] ^ t
     for q in range(1, bits):  # Q = 2, 4, ..., 2^(bits-1): undo excess work
-        Q, P = 1 << q, (1 << q) - 1
+        P, low = (1 << q) - 1, _lane((1 << q) - 1, bits)
         for i in range(n - 1, 0, -1):
-            hi = (X[i] & Q) != 0
-            t = xp.where(hi, 0, (X[0] ^ X[i]) & P)
-            X[0] = X[0] ^ xp.where(hi, P, t)
+            inv = ((X[i] >> q) & ones) * P
+            t = (X[0] ^ X[i]) & (inv ^ low)
+            X[0] = X[0] ^ (t | inv)
             X[i] = X[i] ^ t
-        X[0] = X[0] ^ (P & -((X[0] >> q) & 1))
+        X[0] = X[0] ^ (((X[0] >> q) & ones) * P)
     return X
 
 
-def _bit_places(n, bits):
-    """(i, j, w, s): bit j of X[i] is bit s of word w (words most significant first)."""
-    W = n_words(n, bits)
-    for i in range(n):
-        for j in range(bits):
-            pos = j * n + (n - 1 - i)  # position in h, 0 = least significant
-            yield i, j, W - 1 - pos // WORD, pos % WORD
+def _chunks(n, bits):
+    """Blocks (j0, c, i0, i1) of the index, each at most 64 bits: bits j0..j0+c-1 of coordinates
+    i0..i1-1, whose places in h are the `width` bits from `base` up (bit j of X[i] is bit
+    j·n + (n-1-i) of h). For n <= 64 a block is c whole levels; for n > 64, part of one level."""
+    if n <= 64:
+        c = min(bits, 64 // n)
+        blocks = [(j0, min(c, bits - j0), 0, n) for j0 in range(0, bits, c)]
+    else:
+        blocks = [(j0, 1, i0, min(i0 + 64, n)) for j0 in range(bits) for i0 in range(0, n, 64)]
+    for j0, c, i0, i1 in blocks:
+        yield j0, c, i0, i1, j0 * n + n - i1, (c - 1) * n + i1 - i0  # ..., base, width
 
 
-def _move(v, src, dst):
-    """The bit `src` of v, alone, moved to position `dst`."""
-    b = v & (1 << src)
-    return b << (dst - src) if dst >= src else b >> (src - dst)
+def _spread_masks(n, c):
+    """Masks of the "magic bits" spread of c bits to stride n: after the step that moves bit t
+    by k·(n-1) if bit k of t is set, bit t is at t + (n-1)·(t with its bits below k cleared)."""
+    return {k: _i64(sum(1 << (t + (n - 1) * (t & -k)) for t in range(c))) for k in _powers(c)}
+
+
+def _powers(c):
+    """1, 2, 4, ..., K with K the smallest power of two >= c."""
+    k = 1
+    while k < c:
+        yield k
+        k *= 2
+    yield k
+
+
+def _spread(x, n, c):
+    """Bits 0..c-1 of x moved to 0, n, 2n, ...: log2(c) shift-or-mask steps instead of c moves."""
+    mask = _spread_masks(n, c)
+    for k in sorted(mask, reverse=True)[1:]:
+        x = (x | (x << (k * (n - 1)))) & mask[k]
+    return x
+
+
+def _compact(x, n, c):
+    """The inverse of `_spread`: bits 0, n, 2n, ... (others zero) moved to 0..c-1."""
+    mask = _spread_masks(n, c)
+    for k in sorted(mask)[:-1]:
+        x = (x | (x >> (k * (n - 1)))) & mask[2 * k]
+    return x
+
+
+def _groups(i0, i1, bits):
+    """Coordinates i0..i1-1 in groups [a, b) of at most 64 // bits, packed into one int64 each."""
+    G = 64 // bits
+    return [(a, min(a + G, i1)) for a in range(i0, i1, G)]
 
 
 def _transpose_to_words(X, bits):
-    words = [0] * n_words(len(X), bits)
-    for i, j, w, s in _bit_places(len(X), bits):
-        words[w] = words[w] | _move(X[i], j, s)
+    """Transposed index X[0..n-1] -> 32-bit words of h, most significant first.
+
+    A block of c >= 2 levels: each coordinate's c bits are spread to stride n (`_spread`) and
+    shifted into place. A block of one level (n > 32, or bits = 1): a few coordinates are packed
+    into one int64, `bits` bits each (coordinate a at the top), and their bit j0 gathered by
+    `_compact` with stride `bits`, so no array operation moves a single bit."""
+    n = len(X)
+    W = n_words(n, bits)
+    words, packs = [0] * W, {}
+    for j0, c, i0, i1, base, width in _chunks(n, bits):
+        V = 0  # the block's bits of h, from `base` up
+        if c > 1:
+            for i in range(i0, i1):
+                V = V | (_spread((X[i] >> j0) & ((1 << c) - 1), n, c) << (i1 - 1 - i))
+        for a, b in _groups(i0, i1, bits) if c == 1 else []:
+            if (a, b) not in packs:
+                packs[a, b] = X[a]
+                for i in range(a + 1, b):
+                    packs[a, b] = (packs[a, b] << bits) | X[i]
+            stride = _i64(sum(1 << (t * bits) for t in range(b - a)))
+            V = V | (_compact((packs[a, b] >> j0) & stride, bits, b - a) << (i1 - b))
+        for w in range(W):
+            r = WORD * (W - 1 - w) - base  # the word's lowest bit, counted from `base`
+            if -WORD < r < width:  # the word and the block overlap
+                if r >= 0:
+                    words[w] = words[w] | ((V >> r) & ((1 << min(WORD, width - r)) - 1))
+                else:
+                    words[w] = words[w] | ((V << -r) & (2**WORD - 1))
     return words
 
 
 def _words_to_transpose(words, n, bits):
-    X = [0] * n
-    for i, j, w, s in _bit_places(n, bits):
-        X[i] = X[i] | _move(words[w], s, j)
+    """32-bit words of h, most significant first -> transposed index X[0..n-1]: the inverse of
+    `_transpose_to_words`, block by block."""
+    W = len(words)
+    X, packs = [0] * n, {}
+    for j0, c, i0, i1, base, width in _chunks(n, bits):
+        V = 0
+        for w in range(W):
+            r = WORD * (W - 1 - w) - base
+            if -WORD < r < width:
+                V = V | (words[w] << r if r >= 0 else words[w] >> -r)
+        V = V & _i64((1 << width) - 1)
+        if c > 1:
+            stride = _i64(sum(1 << (t * n) for t in range(c)))
+            for i in range(i0, i1):
+                X[i] = X[i] | (_compact((V >> (i1 - 1 - i)) & stride, n, c) << j0)
+        for a, b in _groups(i0, i1, bits) if c == 1 else []:
+            y = _spread((V >> (i1 - b)) & _i64((1 << (b - a)) - 1), bits, b - a)
+            packs[a, b] = packs.get((a, b), 0) | (y << j0)
+    for (a, b), p in packs.items():
+        for i in range(a, b):
+            x = (p >> ((b - 1 - i) * bits)) & ((1 << bits) - 1)
+            X[i] = x if isinstance(X[i], int) else X[i] | x  # int: no bits from other blocks
     return X
 
 
@@ -132,9 +291,23 @@ def encode(coords, bits):
     c = _check_int_matrix(xp, coords, "coords")
     if bool(xp.any(c < 0)) or bool(xp.any(c >= 2**bits)):
         raise ValueError(f"coords must lie in [0, 2^bits) = [0, {2**bits}) for bits={bits}")
-    X = _axes_to_transpose([c[:, i] for i in range(c.shape[1])], bits)
-    zero = xp.zeros(c.shape[0], dtype=xp.int64, device=device(c))
-    return xp.stack([zero | w for w in _transpose_to_words(X, bits)], axis=1)  # (N, W)
+    return _by_blocks(_encode_block, c, c.shape[1], bits)
+
+
+def _by_blocks(f, a, n, *args):
+    """f on blocks of rows of a, concatenated: a block's arrays of n coordinates stay in cache
+    instead of streaming N-long arrays through memory once per bit operation."""
+    xp = array_namespace(a)
+    N, B = a.shape[0], max(8192, BLOCK // n)
+    if N <= B:
+        return f(a, *args)
+    return xp.concat([f(a[s:min(s + B, N), :], *args) for s in range(0, N, B)], axis=0)
+
+
+def _encode_block(c, bits):
+    xp = array_namespace(c)
+    X = xp.stack(_axes_to_transpose(_rows(_points_to_lanes(c, bits)), bits))
+    return xp.stack(_transpose_to_words(_rows(_lanes_to_rows(X, bits, c.shape[0])), bits), axis=1)
 
 
 def decode(words, n, bits):
@@ -154,9 +327,13 @@ def decode(words, n, bits):
     if bool(xp.any(h < 0)) or bool(xp.any(h >= 2**WORD)) or bool(xp.any(h[:, 0] >= 2**top)):
         raise ValueError(f"words must hold an index in [0, 2^(n·bits)) = [0, 2^{n * bits}) as "
                          f"32-bit words")
-    zero = xp.zeros(h.shape[0], dtype=xp.int64, device=device(h))
-    X = [zero | x for x in _words_to_transpose([h[:, w] for w in range(W)], n, bits)]
-    return xp.stack(_transpose_to_axes(X, bits), axis=1)  # (N, n)
+    return _by_blocks(_decode_block, h, n, n, bits)
+
+
+def _decode_block(h, n, bits):
+    xp = array_namespace(h)
+    X = _rows_to_lanes(xp.stack(_words_to_transpose(_rows(_contiguous(h.T)), n, bits)), bits)
+    return _lanes_to_points(xp.stack(_transpose_to_axes(_rows(X), bits)), bits, h.shape[0])
 
 
 def lexsort_rows(words):

@@ -36,7 +36,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 points, 500 reference")
     args = ap.parse_args()
     N, M = (2000, 500) if args.quick else (args.points, args.ref_points)
-    torch.set_num_threads(2)
+    # One thread, as hilbertcurve and NumPy use: on a shared 2-core machine two OpenMP threads that
+    # wait for each other at each of the many small operations make torch timings swing 100-fold.
+    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     print(f"{N} points (hilbertcurve timed on {M}, scaled per point); best of 3\n")
     print("| n | bits | hilbertcurve enc s | numpy enc s | torch enc s | enc speed-up (np / torch) "

@@ -50,6 +50,33 @@ def test_decode_equals_hilbertcurve(xp, pb):
     np.testing.assert_array_equal(to_numpy(got), c)
 
 
+# Index blocks of every shape: several levels then a single one (22, 3), one level gathered in
+# packed groups (33, 2), (64, 1), a level split over coordinates (65, 2), (70, 1), a 64-bit block
+# reaching the sign bit (8, 8), (2, 31), (21, 3).
+BLOCK_SHAPES = [(22, 3), (33, 2), (64, 1), (65, 2), (70, 1), (8, 8), (2, 31), (21, 3), (9, 7)]
+
+
+@pytest.mark.parametrize("n,bits", BLOCK_SHAPES)
+def test_every_block_shape_equals_hilbertcurve(xp, n, bits):
+    c = np.random.default_rng(100 * n + bits).integers(0, 2**bits, (6, n))
+    c[0], c[1] = 0, 2**bits - 1  # all-zero and all-one bits
+    words = hilbert.encode(asxp(xp, c), bits)
+    assert to_int(words) == [int(h) for h in HilbertCurve(bits, n).distances_from_points(c.tolist())]
+    np.testing.assert_array_equal(to_numpy(hilbert.decode(words, n, bits)), c)
+
+
+def test_blocks_of_points_agree_with_one_block(xp, monkeypatch):
+    c = np.random.default_rng(5).integers(0, 32, (20000, 3))
+    whole = to_int(hilbert.encode(asxp(xp, c), 5))
+    monkeypatch.setattr(hilbert, "BLOCK", 1)  # blocks of 8192 points: 8192, 8192, 3616
+    words = hilbert.encode(asxp(xp, c), 5)
+    assert to_int(words) == whole
+    edges = np.r_[8000:8400, 16200:16600]  # across both block boundaries
+    want = HilbertCurve(5, 3).distances_from_points(c[edges].tolist())
+    assert [whole[i] for i in edges] == [int(h) for h in want]
+    np.testing.assert_array_equal(to_numpy(hilbert.decode(words, 3, 5)), c)
+
+
 def test_skilling_transpose_layout():
     """Skilling's example: n = 3, bits = 5, h = ABCDEFGHIJKLMNO is X[0] = ADGJM, X[1] = BEHKN,
     X[2] = CFILO; checked for every 15-bit h (10590 <-> (13, 19, 6) is hilbertcurve's instance)."""
