@@ -7,8 +7,7 @@ decode, then "undo excess work"). Here each line acts on a whole column of point
 loops run over bits and dimensions only, never over points; 64 // bits points share each int64
 (SWAR lanes, below), and the bits of the index are gathered a block of up to 64 at a time by
 "magic mask" spreads (`_spread`, `_compact`), so few array operations move single bits. The index
-agrees with the
-`hilbertcurve` package (galtay/hilbertcurve): `encode(c, p)` is
+agrees with the `hilbertcurve` package (galtay/hilbertcurve): `encode(c, p)` is
 `HilbertCurve(p, n).distance_from_point(c)` written in words; `decode` is `point_from_distance`.
 
 Conventions (Skilling's, and `hilbertcurve`'s):
