@@ -398,13 +398,7 @@ def _check_method(method, allowed):
 
 
 def _check_codebook(codebook):
-    xp = array_namespace(codebook)
-    if codebook.ndim != 2 or codebook.shape[0] < 1 or codebook.shape[1] < 1:
-        raise ValueError(f"codebook must have shape (k, d) with k, d >= 1, got {tuple(codebook.shape)}")
-    if not xp.isdtype(codebook.dtype, "real floating"):
-        raise TypeError(f"codebook must be a real floating array, got dtype {codebook.dtype}")
-    if not bool(xp.all(xp.isfinite(codebook))):
-        raise ValueError("codebook has NaN or inf entries")
+    vq.check_matrix(codebook, "codebook")  # blockwise finiteness check: no whole-codebook temporary
     return codebook.shape[0]
 
 
