@@ -4,11 +4,12 @@ Paper: J. Skilling, "Programming the Hilbert curve", AIP Conference Proceedings 
 (2004), doi:10.1063/1.1751381. Its two C routines are `_axes_to_transpose` (AxestoTranspose:
 "inverse undo excess work", then Gray encode) and `_transpose_to_axes` (TransposetoAxes: Gray
 decode, then "undo excess work"). Here each line acts on a whole column of points, so the Python
-loops run over bits and dimensions only, never over points; 64 // bits points share each int64
-(SWAR lanes, below), and the bits of the index are gathered a block of up to 64 at a time by
-"magic mask" spreads (`_spread`, `_compact`), so few array operations move single bits. The index
-agrees with the `hilbertcurve` package (galtay/hilbertcurve): `encode(c, p)` is
-`HilbertCurve(p, n).distance_from_point(c)` written in words; `decode` is `point_from_distance`.
+loops run over bits and dimensions only, never over points; L = 64 // S points share each int64
+(SWAR lanes of S >= bits bits, below), and the bits of the index move a block of up to 64 at a
+time, by "magic mask" spreads (`_spread`, `_compact`) and a transpose of lanes (`_transpose_lanes`),
+so few array operations move single bits. The index agrees with the `hilbertcurve` package
+(galtay/hilbertcurve): `encode(c, p)` is `HilbertCurve(p, n).distance_from_point(c)` written in
+words; `decode` is `point_from_distance`.
 
 Conventions (Skilling's, and `hilbertcurve`'s):
 - a point has n integer coordinates in [0, 2^bits): the cube of side 2^bits, 2^(n·bits) cells;
@@ -25,6 +26,7 @@ HyperHill (Li et al., "Resizing codebook of vector quantization without retraini
 Systems 2023, sec. 3) orders an (enhanced) codebook along this curve so that neighbours on the
 curve are neighbours in space; `order` does that for float vectors, `locality` measures how well.
 """
+import functools
 import math
 from typing import NamedTuple
 
@@ -59,17 +61,26 @@ def _i64(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def _lane_bits(bits):
+    """The width S of a SWAR lane: the smallest power of two >= bits. L = 64 // S lanes then fill an
+    int64 exactly, and an L x L block of lanes can be transposed by halving (`_transpose_lanes`)."""
+    return 1 << (bits - 1).bit_length()
+
+
+@functools.cache
 def _lane(v, bits):
-    """v (< 2^bits) repeated in every lane of `bits` bits of an int64: a SWAR constant."""
-    return _i64(sum(v << (lane * bits) for lane in range(64 // bits)))
+    """v (< 2^bits) repeated in every lane of an int64: a SWAR constant."""
+    S = _lane_bits(bits)
+    return _i64(sum(v << (lane * S) for lane in range(64 // S)))
 
 
 # SWAR ("SIMD within a register"): Skilling's loops only shift, mask and xor within a number of
-# `bits` bits, so 64 // bits points share one int64, each in its own lane, and every array
-# operation below advances that many points at once (16 points for bits = 4). A lane never
+# `bits` bits, so L = 64 // S points share one int64, each in its own lane of S >= bits bits, and
+# every array operation below advances L points at once (16 points for bits = 4). A lane never
 # borrows from its neighbour: right shifts are masked with `ones` or `_lane(...)` (which also drops
 # the sign bits an arithmetic shift brings into the top lane), and `m * P` with m a 0/1 per lane
-# and P < 2^q <= 2^(bits-1) stays inside each lane, below bit 63.
+# and P < 2^q <= 2^(bits-1) stays inside each lane, below bit 63. Point l·M + k of a block of
+# L·M points is lane l of column k, so packing reads contiguous blocks of points.
 
 
 def _contiguous(a):
@@ -78,51 +89,71 @@ def _contiguous(a):
     return xp.reshape(xp.reshape(a, (-1,)), a.shape)
 
 
-def _points_to_lanes(points, bits):
-    """Points (N, n) of values < 2^bits -> SWAR rows (n, M), M = ceil(N / L), L = 64 // bits:
-    point l·M + k is lane l of column k. Lanes are blocks of points, so packing reads contiguous
-    blocks and only the L times smaller result is transposed."""
-    xp = array_namespace(points)
-    (N, n), L = points.shape, 64 // bits
-    M = -(-N // L)
-    if L * M > N:
-        pad = xp.zeros((L * M - N, n), dtype=xp.int64, device=device(points))
-        points = xp.concat([points, pad])
-    A = xp.reshape(points, (L, M, n))
-    packed = A[0, ...]
-    for lane in range(1, L):
-        packed = packed | (A[lane, ...] << (lane * bits))
-    return _contiguous(packed.T)
+def _pad_rows(a, bits):
+    """a (N, k) with zero rows appended up to a multiple of L = 64 // S: whole SWAR columns of
+    points, or whole packs of coordinates."""
+    xp = array_namespace(a)
+    L = 64 // _lane_bits(bits)
+    if a.shape[0] % L == 0:
+        return a
+    pad = xp.zeros((L - a.shape[0] % L, a.shape[1]), dtype=a.dtype, device=device(a))
+    return xp.concat([a, pad])
+
+
+def _lane_shifts(bits, like):
+    """The shift of each lane, (L,): 0, S, 2S, ..."""
+    xp = array_namespace(like)
+    return xp.arange(0, 64, _lane_bits(bits), dtype=xp.int64, device=device(like))
 
 
 def _rows_to_lanes(rows, bits):
-    """Rows (n, N), one point a column -> SWAR rows (n, M), lanes as in `_points_to_lanes`."""
+    """Rows (n, L·M), one point a column -> SWAR rows (n, M). An or-chain over slices: faster than
+    a sum over a lane axis, and faster still on the transpose of points (L·M, n) than on a copy."""
     xp = array_namespace(rows)
-    (n, N), L = rows.shape, 64 // bits
-    M = -(-N // L)
-    if L * M > N:
-        pad = xp.zeros((n, L * M - N), dtype=xp.int64, device=device(rows))
-        rows = xp.concat([rows, pad], axis=1)
-    A = xp.reshape(rows, (n, L, M))
+    S = _lane_bits(bits)
+    A = xp.reshape(rows, (rows.shape[0], 64 // S, -1))
     packed = A[:, 0, :]
-    for lane in range(1, L):
-        packed = packed | (A[:, lane, :] << (lane * bits))
+    for lane in range(1, 64 // S):
+        packed = packed | (A[:, lane, :] << (lane * S))
     return packed
 
 
-def _lanes_to_rows(packed, bits, N):
-    """SWAR rows (n, M) -> rows (n, N), one point a column."""
-    xp = array_namespace(packed)
-    lanes = [(packed >> (lane * bits)) & ((1 << bits) - 1) for lane in range(64 // bits)]
-    return xp.concat(lanes, axis=1)[:, :N]  # a shift by a Python int: numpy's fast loop
+def _lanes_to_points(lanes, bits):
+    """SWAR rows (n, M) -> points (L·M, n): the inverse of `_rows_to_lanes(points.T)`."""
+    xp = array_namespace(lanes)
+    A = _contiguous(lanes.T)[None, ...] >> _lane_shifts(bits, lanes)[:, None, None]  # (L, M, n)
+    A &= (1 << bits) - 1  # in place: A is the size of the output, one temporary fewer
+    return xp.reshape(A, (-1, lanes.shape[0]))
 
 
-def _lanes_to_points(packed, bits, N):
-    """SWAR rows (n, M) -> points (N, n): the inverse of `_points_to_lanes`."""
-    xp = array_namespace(packed)
-    packed = _contiguous(packed.T)  # (M, n)
-    lanes = [(packed >> (lane * bits)) & ((1 << bits) - 1) for lane in range(64 // bits)]
-    return xp.concat(lanes, axis=0)[:N, :]
+def _lanes_to_rows(lanes, bits):
+    """SWAR rows (n, M) -> rows (n, L·M): the inverse of `_rows_to_lanes`."""
+    xp = array_namespace(lanes)
+    A = (lanes[:, None, :] >> _lane_shifts(bits, lanes)[:, None]) & ((1 << bits) - 1)
+    return xp.reshape(A, (lanes.shape[0], -1))  # A is (n, L, M)
+
+
+def _transpose_lanes(A, bits):
+    """A (..., L, M) -> B with lane l of B[..., r, k] = lane r of A[..., l, k]: for every k, the
+    L x L matrix of lanes (rows r, lanes l) transposed. log2(L) steps, each swapping the
+    off-diagonal blocks of a half-size block matrix at once (Warren, "Hacker's Delight", 7-3)."""
+    xp = array_namespace(A)
+    L, M, lead, S = A.shape[-2], A.shape[-1], A.shape[:-2], _lane_bits(bits)
+    s = L // 2
+    while s >= 1:
+        B = xp.reshape(A, (*lead, L // (2 * s), 2, s, M))
+        top, bottom = B[..., 0, :, :], B[..., 1, :, :]  # rows r and r + s, bit s of r clear
+        # lanes l with bit s clear: lane l + s of the top row swaps with lane l of the bottom row
+        t = ((top >> (s * S)) ^ bottom) & _swap_mask(s, S)
+        A = xp.reshape(xp.stack([top ^ (t << (s * S)), bottom ^ t], axis=-3), A.shape)
+        s //= 2
+    return A
+
+
+@functools.cache
+def _swap_mask(s, S):
+    """The lanes l (of S bits) whose bit s is clear."""
+    return _i64(sum(((1 << S) - 1) << (l * S) for l in range(64 // S) if not l & s))
 
 
 def _rows(a):
@@ -171,23 +202,22 @@ def _transpose_to_axes(X, bits):
     return X
 
 
-def _chunks(n, bits):
-    """Blocks (j0, c, i0, i1) of the index, each at most 64 bits: bits j0..j0+c-1 of coordinates
-    i0..i1-1, whose places in h are the `width` bits from `base` up (bit j of X[i] is bit
-    j·n + (n-1-i) of h). For n <= 64 a block is c whole levels; for n > 64, part of one level."""
-    if n <= 64:
-        c = min(bits, 64 // n)
-        blocks = [(j0, min(c, bits - j0), 0, n) for j0 in range(0, bits, c)]
-    else:
-        blocks = [(j0, 1, i0, min(i0 + 64, n)) for j0 in range(bits) for i0 in range(0, n, 64)]
-    for j0, c, i0, i1 in blocks:
-        yield j0, c, i0, i1, j0 * n + n - i1, (c - 1) * n + i1 - i0  # ..., base, width
+def _levels_at_once(n, bits):
+    """c: how many levels of the index one int64 holds for all n coordinates (1 when n > 32)."""
+    return min(bits, 64 // n)
 
 
+@functools.cache
 def _spread_masks(n, c):
     """Masks of the "magic bits" spread of c bits to stride n: after the step that moves bit t
     by k·(n-1) if bit k of t is set, bit t is at t + (n-1)·(t with its bits below k cleared)."""
     return {k: _i64(sum(1 << (t + (n - 1) * (t & -k)) for t in range(c))) for k in _powers(c)}
+
+
+@functools.cache
+def _every(n, c):
+    """Bits 0, n, 2n, ..., (c-1)·n set."""
+    return _i64(sum(1 << (t * n) for t in range(c)))
 
 
 def _powers(c):
@@ -215,68 +245,99 @@ def _compact(x, n, c):
     return x
 
 
-def _groups(i0, i1, bits):
-    """Coordinates i0..i1-1 in groups [a, b) of at most 64 // bits, packed into one int64 each."""
-    G = 64 // bits
-    return [(a, min(a + G, i1)) for a in range(i0, i1, G)]
+def _bits_of(words, base, width):
+    """Bits base .. base + width - 1 (width <= 64) of h, given as 32-bit words, most significant
+    first: an int64 whose bit 63 may be set."""
+    W, V = len(words), 0
+    for w in range(W):
+        r = WORD * (W - 1 - w) - base  # the word's lowest bit, counted from `base`
+        if -WORD < r < width:  # the word and the bits overlap
+            V = V | (words[w] << r if r >= 0 else words[w] >> -r)
+    return V & _i64((1 << width) - 1)
 
 
-def _transpose_to_words(X, bits):
-    """Transposed index X[0..n-1] -> 32-bit words of h, most significant first.
+def _put_bits(words, V, base, width):
+    """Or the `width` bits of V into bits base .. base + width - 1 of the words of h, in place."""
+    W = len(words)
+    for w in range(W):
+        r = WORD * (W - 1 - w) - base
+        if 0 <= r < width:
+            words[w] = words[w] | ((V >> r) & ((1 << min(WORD, width - r)) - 1))
+        elif -WORD < r < 0:
+            words[w] = words[w] | ((V << -r) & (2**WORD - 1))
 
-    A block of c >= 2 levels: each coordinate's c bits are spread to stride n (`_spread`) and
-    shifted into place. A block of one level (n > 32, or bits = 1): a few coordinates are packed
-    into one int64, `bits` bits each (coordinate a at the top), and their bit j0 gathered by
-    `_compact` with stride `bits`, so no array operation moves a single bit."""
+
+# Skilling's transpose X and the index h are one bit matrix read two ways: bit j of X[i] is bit
+# j·n + (n-1-i) of h. Two layouts move between them, so that no array operation moves single bits:
+# - rows (n <= 32): c = 64 // n levels of h fill an int64 with all coordinates; each coordinate's
+#   c bits are gathered from stride n by `_compact`.
+# - packs (n > 32, or bits = 1): one level of L = 64 // S coordinates fills an int64 (pack g
+#   holds coordinate n-1-(g·L + f) in lane f, reversed as in h); each level's L bits are spread to
+#   stride S by `_spread`, and `_transpose_lanes` turns the packs of L points into SWAR rows.
+
+
+def _words_to_rows(words, n, bits):
+    """32-bit words of h -> transposed index X[0..n-1], one row a coordinate (n <= 32)."""
+    X, c = [0] * n, _levels_at_once(n, bits)
+    for j0 in range(0, bits, c):
+        cj = min(c, bits - j0)
+        V = _bits_of(words, j0 * n, cj * n)
+        for i in range(n):
+            X[i] = X[i] | (_compact((V >> (n - 1 - i)) & _every(n, cj), n, cj) << j0)
+    return X
+
+
+def _rows_to_words(X, bits):
+    """Transposed index X[0..n-1] -> 32-bit words of h: the inverse of `_words_to_rows`."""
     n = len(X)
-    W = n_words(n, bits)
-    words, packs = [0] * W, {}
-    for j0, c, i0, i1, base, width in _chunks(n, bits):
-        V = 0  # the block's bits of h, from `base` up
-        if c > 1:
-            for i in range(i0, i1):
-                V = V | (_spread((X[i] >> j0) & ((1 << c) - 1), n, c) << (i1 - 1 - i))
-        for a, b in _groups(i0, i1, bits) if c == 1 else []:
-            if (a, b) not in packs:
-                packs[a, b] = X[a]
-                for i in range(a + 1, b):
-                    packs[a, b] = (packs[a, b] << bits) | X[i]
-            stride = _i64(sum(1 << (t * bits) for t in range(b - a)))
-            V = V | (_compact((packs[a, b] >> j0) & stride, bits, b - a) << (i1 - b))
-        for w in range(W):
-            r = WORD * (W - 1 - w) - base  # the word's lowest bit, counted from `base`
-            if -WORD < r < width:  # the word and the block overlap
-                if r >= 0:
-                    words[w] = words[w] | ((V >> r) & ((1 << min(WORD, width - r)) - 1))
-                else:
-                    words[w] = words[w] | ((V << -r) & (2**WORD - 1))
+    words, c = [0] * n_words(n, bits), _levels_at_once(n, bits)
+    for j0 in range(0, bits, c):
+        cj, V = min(c, bits - j0), 0
+        for i in range(n):
+            V = V | (_spread((X[i] >> j0) & ((1 << cj) - 1), n, cj) << (n - 1 - i))
+        _put_bits(words, V, j0 * n, cj * n)
     return words
 
 
-def _words_to_transpose(words, n, bits):
-    """32-bit words of h, most significant first -> transposed index X[0..n-1]: the inverse of
-    `_transpose_to_words`, block by block."""
-    W = len(words)
-    X, packs = [0] * n, {}
-    for j0, c, i0, i1, base, width in _chunks(n, bits):
-        V = 0
-        for w in range(W):
-            r = WORD * (W - 1 - w) - base
-            if -WORD < r < width:
-                V = V | (words[w] << r if r >= 0 else words[w] >> -r)
-        V = V & _i64((1 << width) - 1)
-        if c > 1:
-            stride = _i64(sum(1 << (t * n) for t in range(c)))
-            for i in range(i0, i1):
-                X[i] = X[i] | (_compact((V >> (i1 - 1 - i)) & stride, n, c) << j0)
-        for a, b in _groups(i0, i1, bits) if c == 1 else []:
-            y = _spread((V >> (i1 - b)) & _i64((1 << (b - a)) - 1), bits, b - a)
-            packs[a, b] = packs.get((a, b), 0) | (y << j0)
-    for (a, b), p in packs.items():
-        for i in range(a, b):
-            x = (p >> ((b - 1 - i) * bits)) & ((1 << bits) - 1)
-            X[i] = x if isinstance(X[i], int) else X[i] | x  # int: no bits from other blocks
-    return X
+def _words_to_packs(words, n, bits):
+    """32-bit words of h -> packs (ceil(n / L), N), L = 64 // S coordinates each."""
+    xp = array_namespace(words[0])
+    S = _lane_bits(bits)
+    L = 64 // S
+    packs = [0] * -(-n // L)
+    for j in range(bits):
+        for g in range(len(packs)):
+            width = min(L, n - g * L)
+            packs[g] = packs[g] | (_spread(_bits_of(words, j * n + g * L, width), S, width) << j)
+    return xp.stack(packs)
+
+
+def _packs_to_words(packs, n, bits):
+    """Packs (ceil(n / L), N) -> 32-bit words of h: the inverse of `_words_to_packs`."""
+    S = _lane_bits(bits)
+    L, words = 64 // S, [0] * n_words(n, bits)
+    for j in range(bits):
+        for g in range(packs.shape[0]):
+            width = min(L, n - g * L)
+            level = _compact((packs[g, :] >> j) & _every(S, width), S, width)
+            _put_bits(words, level, j * n + g * L, width)
+    return words
+
+
+def _lanes_to_packs(lanes, bits):
+    """SWAR rows (n, M) -> packs (ceil(n / L), L·M)."""
+    xp = array_namespace(lanes)
+    L, M = 64 // _lane_bits(bits), lanes.shape[1]
+    A = _pad_rows(xp.flip(lanes, axis=0), bits)  # coordinate n-1 first, as in h
+    return xp.reshape(_transpose_lanes(xp.reshape(A, (-1, L, M)), bits), (-1, L * M))
+
+
+def _packs_to_lanes(packs, n, bits):
+    """Packs (ceil(n / L), L·M) -> SWAR rows (n, M): the inverse of `_lanes_to_packs`."""
+    xp = array_namespace(packs)
+    L = 64 // _lane_bits(bits)
+    A = _transpose_lanes(xp.reshape(packs, (packs.shape[0], L, -1)), bits)
+    return xp.flip(xp.reshape(A, (packs.shape[0] * L, -1))[:n, :], axis=0)
 
 
 def encode(coords, bits):
@@ -294,19 +355,29 @@ def encode(coords, bits):
 
 
 def _by_blocks(f, a, n, *args):
-    """f on blocks of rows of a, concatenated: a block's arrays of n coordinates stay in cache
-    instead of streaming N-long arrays through memory once per bit operation."""
+    """f on blocks of rows of a, written into one output: a block's arrays of n coordinates stay in
+    cache instead of streaming N-long arrays through memory once per bit operation."""
     xp = array_namespace(a)
     N, B = a.shape[0], max(8192, BLOCK // n)
+    first = f(a[:min(B, N), :], *args)
     if N <= B:
-        return f(a, *args)
-    return xp.concat([f(a[s:min(s + B, N), :], *args) for s in range(0, N, B)], axis=0)
+        return first
+    out = xp.empty((N, first.shape[1]), dtype=first.dtype, device=device(a))
+    out[:B, :] = first
+    for s in range(B, N, B):
+        out[s:min(s + B, N), :] = f(a[s:min(s + B, N), :], *args)
+    return out
 
 
 def _encode_block(c, bits):
     xp = array_namespace(c)
-    X = xp.stack(_axes_to_transpose(_rows(_points_to_lanes(c, bits)), bits))
-    return xp.stack(_transpose_to_words(_rows(_lanes_to_rows(X, bits, c.shape[0])), bits), axis=1)
+    N, n = c.shape
+    X = xp.stack(_axes_to_transpose(_rows(_rows_to_lanes(_pad_rows(c, bits).T, bits)), bits))
+    if _levels_at_once(n, bits) > 1:
+        words = _rows_to_words(_rows(_lanes_to_rows(X, bits)), bits)
+    else:
+        words = _packs_to_words(_lanes_to_packs(X, bits), n, bits)
+    return xp.stack(words, axis=1)[:N, :]
 
 
 def decode(words, n, bits):
@@ -331,8 +402,12 @@ def decode(words, n, bits):
 
 def _decode_block(h, n, bits):
     xp = array_namespace(h)
-    X = _rows_to_lanes(xp.stack(_words_to_transpose(_rows(_contiguous(h.T)), n, bits)), bits)
-    return _lanes_to_points(xp.stack(_transpose_to_axes(_rows(X), bits)), bits, h.shape[0])
+    words = _rows(_contiguous(_pad_rows(h, bits).T))
+    if _levels_at_once(n, bits) > 1:
+        X = _rows_to_lanes(xp.stack(_words_to_rows(words, n, bits)), bits)
+    else:
+        X = _packs_to_lanes(_words_to_packs(words, n, bits), n, bits)
+    return _lanes_to_points(xp.stack(_transpose_to_axes(_rows(X), bits)), bits)[:h.shape[0], :]
 
 
 def lexsort_rows(words):

@@ -50,10 +50,11 @@ def test_decode_equals_hilbertcurve(xp, pb):
     np.testing.assert_array_equal(to_numpy(got), c)
 
 
-# Index blocks of every shape: several levels then a single one (22, 3), one level gathered in
-# packed groups (33, 2), (64, 1), a level split over coordinates (65, 2), (70, 1), a 64-bit block
-# reaching the sign bit (8, 8), (2, 31), (21, 3).
-BLOCK_SHAPES = [(22, 3), (33, 2), (64, 1), (65, 2), (70, 1), (8, 8), (2, 31), (21, 3), (9, 7)]
+# Every layout between words and lanes: rows of several levels then a single one (22, 3); packs
+# of one level, whole (64, 1) or split over groups (33, 2), (65, 2), (70, 1), in lanes wider than
+# `bits` (40, 3), (100, 5), (34, 17); 64-bit blocks reaching the sign bit (8, 8), (2, 31), (21, 3).
+BLOCK_SHAPES = [(22, 3), (33, 2), (64, 1), (65, 2), (70, 1), (40, 3), (100, 5), (34, 17), (8, 8),
+                (2, 31), (21, 3), (9, 7)]
 
 
 @pytest.mark.parametrize("n,bits", BLOCK_SHAPES)
@@ -65,28 +66,44 @@ def test_every_block_shape_equals_hilbertcurve(xp, n, bits):
     np.testing.assert_array_equal(to_numpy(hilbert.decode(words, n, bits)), c)
 
 
-def test_blocks_of_points_agree_with_one_block(xp, monkeypatch):
-    c = np.random.default_rng(5).integers(0, 32, (20000, 3))
-    whole = to_int(hilbert.encode(asxp(xp, c), 5))
-    monkeypatch.setattr(hilbert, "BLOCK", 1)  # blocks of 8192 points: 8192, 8192, 3616
-    words = hilbert.encode(asxp(xp, c), 5)
+@pytest.mark.parametrize("n,bits", [(3, 5), (40, 3)])  # rows and packs
+def test_blocks_of_points_agree_with_one_block(xp, monkeypatch, n, bits):
+    c = np.random.default_rng(5).integers(0, 2**bits, (20001, n))
+    whole = to_int(hilbert.encode(asxp(xp, c), bits))
+    monkeypatch.setattr(hilbert, "BLOCK", 1)  # blocks of 8192 points: 8192, 8192, 3617 (padded)
+    words = hilbert.encode(asxp(xp, c), bits)
     assert to_int(words) == whole
-    edges = np.r_[8000:8400, 16200:16600]  # across both block boundaries
-    want = HilbertCurve(5, 3).distances_from_points(c[edges].tolist())
+    edges = np.r_[8000:8400, 16200:16600, 19990:20001]  # across both block boundaries, and the end
+    want = HilbertCurve(bits, n).distances_from_points(c[edges].tolist())
     assert [whole[i] for i in edges] == [int(h) for h in want]
-    np.testing.assert_array_equal(to_numpy(hilbert.decode(words, 3, 5)), c)
+    np.testing.assert_array_equal(to_numpy(hilbert.decode(words, n, bits)), c)
 
 
 def test_skilling_transpose_layout():
     """Skilling's example: n = 3, bits = 5, h = ABCDEFGHIJKLMNO is X[0] = ADGJM, X[1] = BEHKN,
     X[2] = CFILO; checked for every 15-bit h (10590 <-> (13, 19, 6) is hilbertcurve's instance)."""
     h = np.arange(2**15, dtype=np.int64)
-    X = hilbert._words_to_transpose([h], 3, 5)
+    X = hilbert._words_to_rows([h], 3, 5)
     for i in range(3):
         want = [int(format(v, "015b")[i::3], 2) for v in range(2**15)]
         np.testing.assert_array_equal(X[i], want)
     assert [int(x[10590]) for x in X] == [13, 19, 6]
-    np.testing.assert_array_equal(hilbert._transpose_to_words(X, 5)[0], h)
+    np.testing.assert_array_equal(hilbert._rows_to_words(X, 5)[0], h)
+
+
+@given(st.integers(1, 31), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2**32))
+@settings(max_examples=10)
+def test_transpose_lanes_is_the_matrix_transpose(xp, bits, groups, M, seed):
+    S = hilbert._lane_bits(bits)
+    L = 64 // S
+    assert S >= bits and S & (S - 1) == 0
+    lanes = np.random.default_rng(seed).integers(0, 2**bits, (groups, L, M, L))  # (.., row, k, lane)
+    lanes[0, 0, 0, :] = 2**bits - 1  # every bit of a row set, the top lane's sign bit for S = bits
+    A = np.sum(lanes << (S * np.arange(L, dtype=np.int64)), axis=-1)  # (groups, L, M) int64
+    got = to_numpy(hilbert._transpose_lanes(asxp(xp, A), bits))
+    want = np.sum(np.swapaxes(lanes, 1, 3) << (S * np.arange(L, dtype=np.int64)), axis=-1)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(to_numpy(hilbert._transpose_lanes(asxp(xp, got), bits)), A)
 
 
 @given(points(max_total=31 * 70, max_n=70))
