@@ -50,11 +50,13 @@ def test_decode_equals_hilbertcurve(xp, pb):
     np.testing.assert_array_equal(to_numpy(got), c)
 
 
-# Every layout between words and lanes: rows of several levels then a single one (22, 3); packs
+# Every layout between words and lanes: rows of several levels then a single one (22, 3), (3, 21),
+# in fields wider than n (22, 3), (3, 21), (9, 7), (5, 12), or exactly n (2, 31), (1, 31); packs
 # of one level, whole (64, 1) or split over groups (33, 2), (65, 2), (70, 1), in lanes wider than
-# `bits` (40, 3), (100, 5), (34, 17); 64-bit blocks reaching the sign bit (8, 8), (2, 31), (21, 3).
-BLOCK_SHAPES = [(22, 3), (33, 2), (64, 1), (65, 2), (70, 1), (40, 3), (100, 5), (34, 17), (8, 8),
-                (2, 31), (21, 3), (9, 7)]
+# `bits` (40, 3), (100, 5), (34, 17); rows of 64 bits, through the sign bit (8, 8), (4, 16),
+# (16, 4), (32, 2).
+BLOCK_SHAPES = [(22, 3), (3, 21), (9, 7), (5, 12), (2, 31), (1, 31), (33, 2), (64, 1), (65, 2),
+                (70, 1), (40, 3), (100, 5), (34, 17), (8, 8), (4, 16), (16, 4), (32, 2)]
 
 
 @pytest.mark.parametrize("n,bits", BLOCK_SHAPES)
@@ -104,6 +106,53 @@ def test_transpose_lanes_is_the_matrix_transpose(xp, bits, groups, M, seed):
     want = np.sum(np.swapaxes(lanes, 1, 3) << (S * np.arange(L, dtype=np.int64)), axis=-1)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(to_numpy(hilbert._transpose_lanes(asxp(xp, got), bits)), A)
+
+
+int64s = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([-1, -(2**63), 2**63 - 1, 0])
+
+
+@given(st.integers(0, 6), st.lists(int64s, min_size=1, max_size=8))
+@settings(max_examples=15)
+def test_transpose_bits_is_the_bit_matrix_transpose(xp, a, values):
+    """Rows of 2^a bits: bit t·2^a + r goes to bit r·2^(6-a) + t, the sign bit included; and the
+    transpose with 2^(6-a) columns undoes it."""
+    R, C = 2 ** (6 - a), 2**a
+    V = np.array(values, dtype=np.int64)
+    got = to_numpy(hilbert._transpose_bits(asxp(xp, V), a))
+    for v, g in zip(values, got.tolist()):
+        u = v % 2**64
+        want = sum(((u >> (t * C + r)) & 1) << (r * R + t) for t in range(R) for r in range(C))
+        assert g % 2**64 == want
+    np.testing.assert_array_equal(to_numpy(hilbert._transpose_bits(asxp(xp, got), 6 - a)), V)
+
+
+@given(st.integers(1, 32), st.data())
+@settings(max_examples=15)
+def test_spread_moves_fields_to_stride_and_compact_inverts(xp, g, data):
+    """c fields of g bits from stride g to stride n >= g: the rows layout's levels (g = n
+    coordinates, n the field width F) and the packs' single bits (g = 1)."""
+    n = data.draw(st.integers(g, 64))
+    c = data.draw(st.integers(1, 64 // n))
+    fields = data.draw(st.lists(st.lists(st.integers(0, 2**g - 1), min_size=c, max_size=c),
+                                min_size=1, max_size=6))
+    x = np.array([sum(f << (t * g) for t, f in enumerate(row)) % 2**64 for row in fields],
+                 dtype=np.uint64).astype(np.int64)
+    got = to_numpy(hilbert._spread(asxp(xp, x), n, c, g))
+    want = [sum(f << (t * n) for t, f in enumerate(row)) for row in fields]
+    assert [v % 2**64 for v in got.tolist()] == want
+    np.testing.assert_array_equal(to_numpy(hilbert._compact(asxp(xp, got), n, c, g)), x)
+
+
+@pytest.mark.parametrize("n,bits", [(8, 8), (3, 16), (40, 3), (1, 5)])  # rows, packs, one column
+def test_encode_and_decode_leave_their_input_unchanged(xp, n, bits):
+    """The bit loops write in place on arrays of their own; the caller's array is only read."""
+    c = np.random.default_rng(n).integers(0, 2**bits, (50, n))
+    coords = asxp(xp, c)
+    words = hilbert.encode(coords, bits)
+    kept = to_numpy(words).copy()
+    hilbert.decode(words, n, bits)
+    np.testing.assert_array_equal(to_numpy(coords), c)
+    np.testing.assert_array_equal(to_numpy(words), kept)
 
 
 @given(points(max_total=31 * 70, max_n=70))
