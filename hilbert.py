@@ -7,9 +7,9 @@ decode, then "undo excess work"). Here each line acts on a whole column of point
 loops run over bits and dimensions only, never over points; L = 64 // S points share each int64
 (SWAR lanes of S >= bits bits, below), and the bits of the index move a block of up to 64 at a
 time, by "magic mask" spreads (`_spread`, `_compact`), transposes of the 64-bit matrix of an int64
-(`_transpose_bits`) and of lanes (`_transpose_lanes`), so few array operations move single bits. The index agrees with the `hilbertcurve` package
-(galtay/hilbertcurve): `encode(c, p)` is `HilbertCurve(p, n).distance_from_point(c)` written in
-words; `decode` is `point_from_distance`.
+(`_transpose_bits`) and of lanes (`_transpose_lanes`), so few array operations move single bits.
+The index agrees with the `hilbertcurve` package (galtay/hilbertcurve): `encode(c, p)` is
+`HilbertCurve(p, n).distance_from_point(c)` written in words; `decode` is `point_from_distance`.
 
 Conventions (Skilling's, and `hilbertcurve`'s):
 - a point has n integer coordinates in [0, 2^bits): the cube of side 2^bits, 2^(n·bits) cells;
@@ -61,10 +61,15 @@ def _i64(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def _ceil_pow2(v):
+    """The smallest power of two >= v."""
+    return 1 << (v - 1).bit_length()
+
+
 def _lane_bits(bits):
     """The width S of a SWAR lane: the smallest power of two >= bits. L = 64 // S lanes then fill an
     int64 exactly, and an L x L block of lanes can be transposed by halving (`_transpose_lanes`)."""
-    return 1 << (bits - 1).bit_length()
+    return _ceil_pow2(bits)
 
 
 @functools.cache
@@ -220,15 +225,10 @@ def _transpose_to_axes(X, bits):
     return X
 
 
-def _field_bits(n):
-    """F: the power of two >= n that one level of the index occupies in the rows layout."""
-    return 1 << (n - 1).bit_length()
-
-
 def _levels_at_once(n, bits):
     """c: how many levels of the index one int64 holds for all n coordinates, each level in a
-    field of F = `_field_bits(n)` bits (1 when n > 32)."""
-    return min(bits, 64 // _field_bits(n))
+    field of F = `_ceil_pow2(n)` bits in the rows layout (1 when n > 32)."""
+    return min(bits, 64 // _ceil_pow2(n))
 
 
 @functools.cache
@@ -342,7 +342,7 @@ def _put_bits(words, V, base, width):
 
 def _words_to_rows(words, n, bits):
     """32-bit words of h -> transposed index X[0..n-1], one row a coordinate (n <= 32)."""
-    F, c = _field_bits(n), _levels_at_once(n, bits)
+    F, c = _ceil_pow2(n), _levels_at_once(n, bits)  # the field of a level, levels at once
     C = 64 // F  # columns of the transposed bit matrix, c of them used
     X = [None] * n
     for j0 in range(0, bits, c):
@@ -360,7 +360,7 @@ def _words_to_rows(words, n, bits):
 def _rows_to_words(X, bits):
     """Transposed index X[0..n-1] -> 32-bit words of h: the inverse of `_words_to_rows`."""
     n = len(X)
-    F, c = _field_bits(n), _levels_at_once(n, bits)
+    F, c = _ceil_pow2(n), _levels_at_once(n, bits)
     C = 64 // F
     words = [0] * n_words(n, bits)
     for j0 in range(0, bits, c):

@@ -50,7 +50,7 @@ def test_decode_equals_hilbertcurve(xp, pb):
     np.testing.assert_array_equal(to_numpy(got), c)
 
 
-# Every layout between words and lanes: rows of several levels then a single one (22, 3), (3, 21),
+# Every layout between words and lanes: rows of several levels then fewer, (22, 3) and (3, 21),
 # in fields wider than n (22, 3), (3, 21), (9, 7), (5, 12), or exactly n (2, 31), (1, 31); packs
 # of one level, whole (64, 1) or split over groups (33, 2), (65, 2), (70, 1), in lanes wider than
 # `bits` (40, 3), (100, 5), (34, 17); rows of 64 bits, through the sign bit (8, 8), (4, 16),
