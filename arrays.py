@@ -83,7 +83,7 @@ def check_array(x, name, *, kind="real floating", ndim=None, shape=None, empty_o
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
     xp = array_namespace(x)
     if not xp.isdtype(x.dtype, kind):
-        what = "a real floating" if kind == "real floating" else "an integer"
+        what = {"real floating": "a real floating", "integral": "an integer"}.get(kind, f"a {kind}")
         raise TypeError(f"{name}: expected {what} dtype, got {x.dtype}")
     ndim = len(shape) if shape is not None else ndim
     if ndim is not None and x.ndim != ndim:
@@ -132,8 +132,10 @@ def check_matrix(x, name, *, cols=None, rows=None, products=True, max_block_byte
 def check_indices(idx, k, name, *, ndim=None, empty_ok=False):
     """idx is an integer array with values in [0, k)."""
     xp = check_array(idx, name, kind="integral", ndim=ndim, empty_ok=empty_ok)
-    if size(idx) and (bool(xp.any(idx < 0)) or bool(xp.any(idx >= k))):
-        raise ValueError(f"{name}: values must lie in [0, {k}), got [{int(xp.min(idx))}, {int(xp.max(idx))}]")
+    if size(idx):
+        lo, hi = int(xp.min(idx)), int(xp.max(idx))  # Python ints: k may not fit idx's dtype (int8 against 1000)
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{name}: values must lie in [0, {k}), got [{lo}, {hi}]")
     return xp
 
 

@@ -16,46 +16,51 @@ project their result); gensim's `PoincareModel` for the embedding (same loss, bu
 Everything is array-API code: the arrays stay on the caller's backend and device. `fit` samples
 edges and negatives on the host with a seeded NumPy Generator (reproducible for a seed) and does all
 the arithmetic on the caller's backend, a whole mini-batch at a time with the distance gradient
-written out (no autograd).
+written out (no autograd). The norms of vectors that may be huge (`project`, `expmap0`, `expmap`) are
+taken on x / max|x|, as hypot does, so that a huge vector maps to the boundary point in its direction.
 """
 import math
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_cupy_namespace, is_numpy_namespace
-from array_api_compat import is_torch_namespace
+from array_api_compat import array_namespace, device
+
+from arrays import check_array, check_finite, check_indices, check_number, namespace, scatter_add, to_host
+from arrays import working_dtype
 
 # ----------------------------------------------------------------------------- checks
 
 
 def _check_c(c):
-    if isinstance(c, bool) or not isinstance(c, (int, float)):
-        raise TypeError(f"c must be a real number, got {type(c).__name__}")
-    if not (math.isfinite(c) and c > 0):
-        raise ValueError(f"c must be finite and > 0, got {c}")
-    return float(c)
+    return check_number(c, "c", low=0.0, low_open=True)
 
 
-def _float(xp, x, name):
-    """x in its working dtype: float32/float64 kept, other floats computed in float32."""
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{name} must be a real floating array, got {x.dtype}")
+def _float(x, name):
+    """x (..., dim), finite, in its working dtype (float32/float64 kept, other floats in float32)."""
+    xp = check_array(x, name, empty_ok=True)
     if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{name} must have a last axis of size >= 1, got shape {x.shape}")
-    if not bool(xp.all(xp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x if x.dtype in (xp.float32, xp.float64) else xp.astype(x, xp.float32)
+        raise ValueError(f"{name}: expected a last axis of size >= 1, got shape {tuple(x.shape)}")
+    check_finite(x, name)
+    return xp.astype(x, working_dtype(xp, x.dtype), copy=False)
+
+
+def _point(x, c, name):
+    """x as _float, refused if a point lies on or outside the boundary |x| = 1/sqrt(c)."""
+    x = _float(x, name)
+    xp = array_namespace(x)
+    if not bool(xp.all(c * _sqnorm(xp, x) < 1)):  # a square that overflows is outside too
+        raise ValueError(f"{name}: has points on or outside the ball's boundary (|x| >= 1/sqrt(c))")
+    return x
 
 
 def _sqnorm(xp, x):
     return xp.sum(x * x, axis=-1, keepdims=True)
 
 
-def _point(xp, x, c, name):
-    """Refuse points on or outside the boundary |x| = 1/sqrt(c)."""
-    x = _float(xp, x, name)
-    if not bool(xp.all(c * _sqnorm(xp, x) < 1)):
-        raise ValueError(f"{name} has points on or outside the ball's boundary (|x| >= 1/sqrt(c))")
-    return x
+def _norm(xp, x):
+    """|x| along the last axis, computed on x / max|x| as hypot does: no square overflows (|x| >~ 1e19
+    in float32, 1e154 in float64) or underflows."""
+    top = xp.max(xp.abs(x), axis=-1, keepdims=True)
+    return top * xp.sqrt(_sqnorm(xp, x / xp.where(top > 0, top, 1.0)))
 
 
 def _tiny(xp, dtype):
@@ -67,18 +72,17 @@ def _tiny(xp, dtype):
 
 def project(x, c=1.0, eps=None):
     """x pulled inside the ball to norm at most (1 - eps)/sqrt(c); eps defaults as geoopt's."""
-    xp = array_namespace(x)
+    namespace(x=x)
     c = _check_c(c)
-    x = _float(xp, x, "x")
-    eps = (4e-3 if x.dtype == xp.float32 else 1e-5) if eps is None else eps
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    x = _float(x, "x")
+    xp = array_namespace(x)
+    eps = _eps(xp, x) if eps is None else check_number(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
     return _project(xp, x, c, eps)
 
 
 def _project(xp, x, c, eps):
     maxnorm = (1 - eps) / math.sqrt(c)
-    norm = xp.maximum(xp.sqrt(_sqnorm(xp, x)), _tiny(xp, x.dtype))
+    norm = xp.maximum(_norm(xp, x), _tiny(xp, x.dtype))
     return xp.where(norm > maxnorm, x / norm * maxnorm, x)
 
 
@@ -88,17 +92,21 @@ def _eps(xp, x):
 
 def conformal_factor(x, c=1.0):
     """lambda_x = 2 / (1 - c |x|^2), the metric's scale at x (Ganea Sec. 2), shape x.shape[:-1]."""
-    xp = array_namespace(x)
+    namespace(x=x)
     c = _check_c(c)
-    x = _point(xp, x, c, "x")
-    return 2 / (1 - c * xp.sum(x * x, axis=-1))
+    x = _point(x, c, "x")
+    return 2 / (1 - c * array_namespace(x).sum(x * x, axis=-1))
 
 
 def riemannian_gradient(x, grad, c=1.0):
     """The Euclidean gradient at x rescaled by 1/lambda_x^2 = (1 - c|x|^2)^2 / 4 (NK Eq. 4)."""
-    xp = array_namespace(x, grad)
+    namespace(x=x, grad=grad)
     c = _check_c(c)
-    x, grad = _point(xp, x, c, "x"), _float(xp, grad, "grad")
+    x, grad = _point(x, c, "x"), _float(grad, "grad")
+    return _riemannian_gradient(array_namespace(x, grad), x, grad, c)
+
+
+def _riemannian_gradient(xp, x, grad, c):
     return grad * ((1 - c * _sqnorm(xp, x)) ** 2 / 4)
 
 
@@ -112,40 +120,44 @@ def _mobius_add(xp, x, y, c):
 
 def mobius_add(x, y, c=1.0):
     """x (+)_c y, projected back inside the ball as geoopt does."""
-    xp = array_namespace(x, y)
+    xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(xp, x, c, "x"), _point(xp, y, c, "y")
+    x, y = _point(x, c, "x"), _point(y, c, "y")
     return _project(xp, _mobius_add(xp, x, y, c), c, _eps(xp, x))
 
 
-def _expmap0(xp, v, c):
-    norm = xp.maximum(xp.sqrt(_sqnorm(xp, v)), _tiny(xp, v.dtype))
-    return xp.tanh(math.sqrt(c) * norm) * v / (math.sqrt(c) * norm)  # tanh saturates, never > 1
+def _expmap0(xp, v, c, scale=1.0):
+    """exp_0(scale * v) for scale >= 1 (lambda_x / 2 in expmap), |v| computed without overflow: a huge v
+    gives the boundary point in v's direction, never the origin. tanh is 1 beyond 20, so its argument
+    is clamped at 40 scale: scale * |v| cannot overflow."""
+    norm = xp.maximum(_norm(xp, v), _tiny(xp, v.dtype))
+    return xp.tanh(math.sqrt(c) * scale * xp.minimum(norm, 40 / math.sqrt(c))) * (v / norm) / math.sqrt(c)
 
 
 def expmap0(v, c=1.0):
     """exp_0(v) = tanh(sqrt(c)|v|) v / (sqrt(c)|v|) (Ganea Lemma 2), projected."""
-    xp = array_namespace(v)
+    namespace(v=v)
     c = _check_c(c)
-    v = _float(xp, v, "v")
+    v = _float(v, "v")
+    xp = array_namespace(v)
     return _project(xp, _expmap0(xp, v, c), c, _eps(xp, v))
 
 
 def expmap(x, v, c=1.0):
     """exp_x(v) = x (+) tanh(sqrt(c) lambda_x |v| / 2) v / (sqrt(c)|v|) (Ganea Lemma 2), projected."""
-    xp = array_namespace(x, v)
+    xp = namespace(x=x, v=v)
     c = _check_c(c)
-    x, v = _point(xp, x, c, "x"), _float(xp, v, "v")
+    x, v = _point(x, c, "x"), _float(v, "v")
     lam = 2 / (1 - c * _sqnorm(xp, x))
-    step = _expmap0(xp, lam / 2 * v, c)
-    return _project(xp, _mobius_add(xp, x, step, c), c, _eps(xp, x))
+    return _project(xp, _mobius_add(xp, x, _expmap0(xp, v, c, lam / 2), c), c, _eps(xp, x))
 
 
 def logmap0(x, c=1.0):
     """log_0(x) = artanh(sqrt(c)|x|) x / (sqrt(c)|x|) (Ganea Lemma 2)."""
-    xp = array_namespace(x)
+    namespace(x=x)
     c = _check_c(c)
-    x = _point(xp, x, c, "x")
+    x = _point(x, c, "x")
+    xp = array_namespace(x)
     norm = xp.maximum(xp.sqrt(_sqnorm(xp, x)), _tiny(xp, x.dtype))
     # Clamp artanh's argument: a point checked to be inside can still round onto the boundary
     # after the square root and the product with sqrt(c), and artanh(1) is inf.
@@ -166,9 +178,9 @@ def _arcosh1p(xp, q):
 
 def distance(x, y, c=1.0):
     """Geodesic distance d_c(x, y) = arcosh(1 + q) / sqrt(c), shape broadcast(x, y).shape[:-1]."""
-    xp = array_namespace(x, y)
+    xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(xp, x, c, "x"), _point(xp, y, c, "y")
+    x, y = _point(x, c, "x"), _point(y, c, "y")
     diff2 = xp.sum((x - y) ** 2, axis=-1)
     q = _distance_q(xp, diff2, xp.sum(x * x, axis=-1), xp.sum(y * y, axis=-1), c)
     return _arcosh1p(xp, q) / math.sqrt(c)
@@ -192,9 +204,9 @@ def _distance_and_grad(xp, x, y, c):
 
 def distance_grad(x, y, c=1.0):
     """(d, dd/dx, dd/dy): the distance and its analytic Euclidean gradients, as used by `fit`."""
-    xp = array_namespace(x, y)
+    xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(xp, x, c, "x"), _point(xp, y, c, "y")
+    x, y = _point(x, c, "x"), _point(y, c, "y")
     x, y = xp.broadcast_arrays(x, y)
     return _distance_and_grad(xp, x, y, c)
 
@@ -202,61 +214,22 @@ def distance_grad(x, y, c=1.0):
 # ----------------------------------------------------------------------------- graph embedding
 
 
-def _scatter_add(xp, n, idx, vals):
-    """sum of vals (M, dim) into rows idx of an (n, dim) zero array.
-
-    The array API has no scatter-add; NumPy (np.add.at), torch (index_add_) and CuPy
-    (cupyx.scatter_add) have one, and the portable exact fallback is a one-hot matrix product per chunk.
-    """
-    if is_numpy_namespace(xp):  # one bincount a column: several times faster than np.add.at
-        return np.stack([np.bincount(idx, vals[:, j], minlength=n) for j in range(vals.shape[1])], axis=1)
-    out = xp.zeros((n, vals.shape[1]), dtype=vals.dtype, device=device(vals))
-    if is_torch_namespace(xp):
-        return out.index_add_(0, idx, vals)
-    if is_cupy_namespace(xp):
-        import cupyx
-
-        cupyx.scatter_add(out, idx, vals)
-        return out
-    nodes = xp.arange(n, device=device(vals))
-    chunk = max(1, 2**22 // n)
-    for s in range(0, idx.shape[0], chunk):
-        t = min(s + chunk, idx.shape[0])
-        onehot = xp.astype(nodes[:, None] == idx[None, s:t], vals.dtype)  # (n, chunk)
-        out = out + onehot @ vals[s:t, :]
-    return out
-
-
 def _check_graph(edges, n_nodes, weights):
-    """edges as a host int64 (M, 2) array, weights as float64 (M,) or None."""
-    if isinstance(n_nodes, bool) or not isinstance(n_nodes, (int, np.integer)) or n_nodes < 2:
-        raise ValueError(f"n_nodes must be an int >= 2, got {n_nodes!r}")
-    xp = array_namespace(edges)
-    if not xp.isdtype(edges.dtype, "integral"):
-        raise TypeError(f"edges must be an integer array, got {edges.dtype}")
-    e = np.asarray(_host(edges), dtype=np.int64)
-    if e.ndim != 2 or e.shape[1] != 2 or e.shape[0] < 1:
-        raise ValueError(f"edges must have shape (M >= 1, 2), got {e.shape}")
-    if e.min() < 0 or e.max() >= n_nodes:
-        raise ValueError(f"edges must hold node ids in [0, {n_nodes}), got [{e.min()}, {e.max()}]")
+    """edges as a host int64 (M, 2) array without self-loops, weights as float64 (M,) or None."""
+    n_nodes = check_number(n_nodes, "n_nodes", low=2, integer=True)
+    namespace(edges=edges, weights=weights)
+    check_array(edges, "edges", kind="integral", shape=(None, 2))
+    check_indices(edges, n_nodes, "edges")
+    e = to_host(edges).astype(np.int64)
     if np.any(e[:, 0] == e[:, 1]):
-        raise ValueError("edges must not hold self-loops (u, u)")
+        raise ValueError("edges: must not hold self-loops (u, u)")
     if weights is None:
         return e, None
-    w = np.asarray(_host(weights), dtype=np.float64)
-    if w.shape != (e.shape[0],):
-        raise ValueError(f"weights must have shape ({e.shape[0]},), got {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("weights must be finite, >= 0 and not all 0")
+    check_array(weights, "weights", shape=(e.shape[0],))
+    w = to_host(weights).astype(np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("weights: must be finite, >= 0 and not all 0")
     return e, w
-
-
-def _host(a):
-    if hasattr(a, "get"):  # CuPy
-        return a.get()
-    if hasattr(a, "detach"):  # torch
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def _neighbour_table(e, n):
@@ -310,19 +283,17 @@ def fit(edges, n_nodes, *, dim=10, epochs=50, lr=0.1, negatives=10, burn_in=10, 
     Update: Riemannian SGD, x <- proj(x - lr (1 - c|x|^2)^2/4 * grad), gradients summed over the
     mini-batch as gensim sums the updates of its batch.
     """
-    xp = array_namespace(edges)
+    xp = namespace(edges=edges)
     c = _check_c(c)
     e, w = _check_graph(edges, n_nodes, weights)
-    for name, val, low in (("dim", dim, 1), ("negatives", negatives, 1), ("epochs", epochs, 0),
-                           ("burn_in", burn_in, 0), ("batch_size", batch_size, 1)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    dim, negatives, epochs, burn_in, batch_size, seed = (
+        check_number(val, name, low=low, integer=True) for name, val, low in
+        (("dim", dim, 1), ("negatives", negatives, 1), ("epochs", epochs, 0), ("burn_in", burn_in, 0),
+         ("batch_size", batch_size, 1), ("seed", seed, 0)))
+    lr = check_number(lr, "lr", low=0.0, low_open=True)
     m = e.shape[0]
-    samples = min(m, 2**14) if samples_per_epoch is None else int(samples_per_epoch)
-    if samples < 1:
-        raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch!r}")
+    samples = min(m, 2**14) if samples_per_epoch is None else check_number(
+        samples_per_epoch, "samples_per_epoch", low=1, integer=True)
 
     rng = np.random.default_rng(seed)
     dev = device(edges)
@@ -370,9 +341,9 @@ def _sgd_step(xp, emb, u, vs, ok, lr, c, eps, dev):
     dl_dd = (onehot - p)[..., None]  # dL/dd_j for L = -log p_0; 0 for masked negatives
     grad_u = xp.sum(dl_dd * gx, axis=1)  # (B, dim)
     grad_v = xp.reshape(dl_dd * gy, (b * k1, dim))
-    grad = _scatter_add(xp, n, xp.concat([iu, iv]), xp.concat([grad_u, grad_v], axis=0))
-    scale = (1 - c * _sqnorm(xp, emb)) ** 2 / 4  # NK Eq. 4: Riemannian = Euclidean / lambda^2
-    return _project(xp, emb - lr * scale * grad, c, eps)  # NK Eq. 6: retraction x + v, then proj
+    grad = scatter_add(xp.concat([iu, iv]), xp.concat([grad_u, grad_v], axis=0), n)
+    # NK Eq. 4 (Riemannian gradient) and Eq. 6 (retraction x + v, then the projection)
+    return _project(xp, emb - lr * _riemannian_gradient(xp, emb, grad, c), c, eps)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -387,13 +358,14 @@ def reconstruction(embedding, edges, c=1.0, *, max_block_bytes=2**26):
     MAP averages, over nodes with neighbours, the mean precision at each neighbour's position.
     Rows are processed in blocks of nodes, so memory is O(block * n * dim), never n x n.
     """
-    xp = array_namespace(embedding)
+    xp = namespace(embedding=embedding, edges=edges)
     c = _check_c(c)
-    emb = _point(xp, embedding, c, "embedding")
+    max_block_bytes = check_number(max_block_bytes, "max_block_bytes", low=1, integer=True)
+    emb = _point(embedding, c, "embedding")
+    if emb.ndim != 2 or emb.shape[0] < 2:
+        raise ValueError(f"embedding: expected at least 2 points (n, dim), got shape {tuple(emb.shape)}")
     n = emb.shape[0]
-    e, _ = _check_graph(edges, n, None) if n >= 2 else (None, None)
-    if e is None:
-        raise ValueError("embedding must hold at least 2 points")
+    e, _ = _check_graph(edges, n, None)
     keys = np.sort(np.concatenate([e[:, 0] * n + e[:, 1], e[:, 1] * n + e[:, 0]]))  # u * n + v
     keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # each neighbour once
     dev = device(emb)

@@ -90,3 +90,10 @@ def test_size_counts_elements_on_every_backend(xp):
     assert arrays.size(asxp(xp, np.zeros((0, 3)))) == 0
     assert arrays.size(asxp(xp, np.zeros((2, 3)))) == 6
     assert to_numpy(arrays.to_host(asxp(xp, np.arange(3)))).tolist() == [0, 1, 2]
+
+
+def test_check_indices_compares_small_dtypes_as_python_ints(xp):
+    """Fixed bug: int8 indices were compared with k in their own dtype, so k = 1000 wrapped."""
+    arrays.check_indices(asxp(xp, np.array([0, 100], np.int8)), 1000, "idx")
+    with pytest.raises(ValueError, match="^idx: "):
+        arrays.check_indices(asxp(xp, np.array([0, 100], np.int8)), 100, "idx")
