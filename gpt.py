@@ -12,9 +12,10 @@ Papers
 
 What the public SEED-Voken model (src/IBQ/modules/transformer/llama.py) has and ours does not: AdaLN
 class modulation in every block and before the head, 2-D rotary positions (ours are 1-D, over the
-raster order), dropout 0.1, a zero-initialised head; it can also initialise the token embeddings
-from the tokenizer's codebook through a learned MLP (`use_pretrained_codebook`, off in every
-config). Our `init_from_codebook` is a simpler fixed map, and whether to use it is the caller's choice.
+raster order), a zero-initialised head; it can also initialise the token embeddings from the
+tokenizer's codebook through a learned MLP (`use_pretrained_codebook`, off in every config). Our
+`init_from_codebook` is a simpler fixed map, and whether to use it is the caller's choice. Dropout
+(the public model's 0.1) is `dropout`, on the attention weights and on each residual branch.
 
 `python gpt.py` trains a small model on a toy class-conditional sequence task in seconds and checks
 that its samples follow each class's rule.
@@ -36,9 +37,9 @@ def rotate(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, n_embd, n_head):
+    def __init__(self, n_embd, n_head, dropout):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.dropout = n_head, dropout
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
 
@@ -53,39 +54,40 @@ class Attention(nn.Module):
         # no cache) or a single new query that may see everything cached (T == 1).
         if kv is not None and T != 1:
             raise ValueError("tokens: with a KV cache, feed one token at a time")
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, nh, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd, n_head):
+    def __init__(self, n_embd, n_head, dropout):
         super().__init__()
         hidden = 4 * ((int(8 * n_embd / 3) + 3) // 4)  # SwiGLU: 2/3 of 4x width keeps the parameter count
-        self.norm1, self.attn = nn.RMSNorm(n_embd, eps=1e-6), Attention(n_embd, n_head)
+        self.norm1, self.attn = nn.RMSNorm(n_embd, eps=1e-6), Attention(n_embd, n_head, dropout)
         self.norm2 = nn.RMSNorm(n_embd, eps=1e-6)
         self.gate = nn.Linear(n_embd, hidden, bias=False)
         self.up = nn.Linear(n_embd, hidden, bias=False)
         self.down = nn.Linear(hidden, n_embd, bias=False)
+        self.drop = nn.Dropout(dropout)  # on each branch before it joins the residual stream, as LlamaGen
 
     def forward(self, x, cos, sin, kv=None):
         a, kv = self.attn(self.norm1(x), cos, sin, kv)
-        x = x + a
+        x = x + self.drop(a)
         h = self.norm2(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h)), kv
+        return x + self.drop(self.down(F.silu(self.gate(h)) * self.up(h))), kv
 
 
 class GPT(nn.Module):
     """Sequence [class] t_1 ... t_n (n = block_size tokens); the logits at position i predict t_{i+1}.
     Class n_classes is the null class of classifier-free guidance (labels dropped in training)."""
 
-    def __init__(self, vocab_size, n_classes, block_size, n_layer, n_head, n_embd):
+    def __init__(self, vocab_size, n_classes, block_size, n_layer, n_head, n_embd, dropout=0.0):
         super().__init__()
         if n_embd % (2 * n_head):
             raise ValueError(f"n_embd: {n_embd} must be a multiple of 2 * n_head = {2 * n_head} (rotary halves)")
         self.n_classes, self.block_size = n_classes, block_size
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.cls_emb = nn.Embedding(n_classes + 1, n_embd)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
         self.norm = nn.RMSNorm(n_embd, eps=1e-6)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         hd = n_embd // n_head

