@@ -22,6 +22,11 @@ def size(x):
     return math.prod(x.shape)
 
 
+def is_array(x):
+    """An array of any backend; a NumPy scalar (np.float32(1.0)) counts as a number, not an array."""
+    return is_array_api_obj(x) and not isinstance(x, np.generic)
+
+
 def namespace(**arrays):
     """The namespace of the named arrays (None values are skipped). TypeError naming the first
     argument that is not an array, or that lives in another library or on another device than the
@@ -64,7 +69,8 @@ def check_number(value, name, *, low=None, high=None, integer=False, low_open=Fa
     if below or above:
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
-        raise ValueError(f"{name}: {value!r} is outside {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}")
+        raise ValueError(f"{name}: {value!r} is outside "
+                         f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}")
     return value
 
 

@@ -52,6 +52,15 @@ def _point(x, c, name):
     return x
 
 
+def _paired(x, y, name):
+    """y beside x: the same last axis (a point's coordinates) and leading axes that broadcast; a
+    width of 1 would otherwise broadcast silently into a different point."""
+    lead = zip(x.shape[-2::-1], y.shape[-2::-1])
+    if y.shape[-1] != x.shape[-1] or any(a != b and 1 not in (a, b) for a, b in lead):
+        raise ValueError(f"{name}: shape {tuple(y.shape)} does not pair with {tuple(x.shape)}")
+    return y
+
+
 def _sqnorm(xp, x):
     return xp.sum(x * x, axis=-1, keepdims=True)
 
@@ -102,7 +111,8 @@ def riemannian_gradient(x, grad, c=1.0):
     """The Euclidean gradient at x rescaled by 1/lambda_x^2 = (1 - c|x|^2)^2 / 4 (NK Eq. 4)."""
     namespace(x=x, grad=grad)
     c = _check_c(c)
-    x, grad = _point(x, c, "x"), _float(grad, "grad")
+    x = _point(x, c, "x")
+    grad = _paired(x, _float(grad, "grad"), "grad")
     return _riemannian_gradient(array_namespace(x, grad), x, grad, c)
 
 
@@ -122,7 +132,8 @@ def mobius_add(x, y, c=1.0):
     """x (+)_c y, projected back inside the ball as geoopt does."""
     xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(x, c, "x"), _point(y, c, "y")
+    x = _point(x, c, "x")
+    y = _paired(x, _point(y, c, "y"), "y")
     return _project(xp, _mobius_add(xp, x, y, c), c, _eps(xp, x))
 
 
@@ -147,7 +158,8 @@ def expmap(x, v, c=1.0):
     """exp_x(v) = x (+) tanh(sqrt(c) lambda_x |v| / 2) v / (sqrt(c)|v|) (Ganea Lemma 2), projected."""
     xp = namespace(x=x, v=v)
     c = _check_c(c)
-    x, v = _point(x, c, "x"), _float(v, "v")
+    x = _point(x, c, "x")
+    v = _paired(x, _float(v, "v"), "v")
     lam = 2 / (1 - c * _sqnorm(xp, x))
     return _project(xp, _mobius_add(xp, x, _expmap0(xp, v, c, lam / 2), c), c, _eps(xp, x))
 
@@ -180,7 +192,8 @@ def distance(x, y, c=1.0):
     """Geodesic distance d_c(x, y) = arcosh(1 + q) / sqrt(c), shape broadcast(x, y).shape[:-1]."""
     xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(x, c, "x"), _point(y, c, "y")
+    x = _point(x, c, "x")
+    y = _paired(x, _point(y, c, "y"), "y")
     diff2 = xp.sum((x - y) ** 2, axis=-1)
     q = _distance_q(xp, diff2, xp.sum(x * x, axis=-1), xp.sum(y * y, axis=-1), c)
     return _arcosh1p(xp, q) / math.sqrt(c)
@@ -206,7 +219,8 @@ def distance_grad(x, y, c=1.0):
     """(d, dd/dx, dd/dy): the distance and its analytic Euclidean gradients, as used by `fit`."""
     xp = namespace(x=x, y=y)
     c = _check_c(c)
-    x, y = _point(x, c, "x"), _point(y, c, "y")
+    x = _point(x, c, "x")
+    y = _paired(x, _point(y, c, "y"), "y")
     x, y = xp.broadcast_arrays(x, y)
     return _distance_and_grad(xp, x, y, c)
 

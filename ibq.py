@@ -51,7 +51,7 @@ from typing import NamedTuple
 
 import array_api_extra as xpx
 import torch
-from array_api_compat import device, is_array_api_obj, is_torch_namespace
+from array_api_compat import device, is_torch_namespace
 
 import arrays
 from vq import Gradients, Quantized, VectorQuantizer, vq_backward, vq_forward
@@ -113,10 +113,10 @@ def check_options(beta=0.25, entropy_weight=0.0, temperature=0.01, sample_weight
                   max_block_bytes=2**26):
     """The settings as an Options, each checked (TypeError / ValueError naming it)."""
     return Options(arrays.check_number(beta, "beta", low=0.0),
-                   arrays.check_number(entropy_weight, "entropy_weight"),
+                   arrays.check_number(entropy_weight, "entropy_weight", low=0.0),
                    arrays.check_number(temperature, "temperature", low=0.0, low_open=True),
-                   arrays.check_number(sample_weight, "sample_weight"),
-                   arrays.check_number(batch_weight, "batch_weight"),
+                   arrays.check_number(sample_weight, "sample_weight", low=0.0),
+                   arrays.check_number(batch_weight, "batch_weight", low=0.0),
                    arrays.check_number(max_block_bytes, "max_block_bytes", low=1, integer=True))
 
 
@@ -277,7 +277,7 @@ def ibq_backward(cache, grad_zq, grad_loss=1.0):
         raise TypeError(f"cache: expected the Cache of ibq_forward, got {type(cache).__name__}")
     arrays.namespace(z=cache.z, grad_zq=grad_zq)
     arrays.check_array(grad_zq, "grad_zq", shape=tuple(cache.z.shape))
-    if is_array_api_obj(grad_loss):
+    if arrays.is_array(grad_loss):
         arrays.check_array(grad_loss, "grad_loss", shape=())
         grad_loss = float(grad_loss)
     else:
@@ -439,7 +439,8 @@ def main():
     with torch.no_grad():
         vq.codebook.normal_()  # the same N(0, 1) start as IBQ's
     runs = {"VQ": vq, "IBQ": IndexBackpropQuantizer(k, d),
-            f"IBQ + entropy loss {args.entropy_weight}": IndexBackpropQuantizer(k, d, entropy_weight=args.entropy_weight)}
+            f"IBQ + entropy loss {args.entropy_weight}": IndexBackpropQuantizer(k, d,
+                                                                                entropy_weight=args.entropy_weight)}
     results = {}
     for name, q in runs.items():
         share = codes_with_gradient(z, codebook, name.split()[0])
@@ -447,8 +448,10 @@ def main():
         print(f"| {name} | {results[name][0]:.3f} | {results[name][1]:.3f} | {results[name][2]:.1f} | "
               f"{results[name][3]:.4f} |")
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, col, title in [(axes[0], 0, "codes with a gradient\nafter one step"), (axes[1], 1, "utilization\nafter training")]:
-        ax.bar(["VQ", "IBQ", "IBQ+entropy"], [v[col] for v in results.values()], color=["tab:gray", "tab:blue", "tab:green"])
+    for ax, col, title in [(axes[0], 0, "codes with a gradient\nafter one step"),
+                           (axes[1], 1, "utilization\nafter training")]:
+        ax.bar(["VQ", "IBQ", "IBQ+entropy"], [v[col] for v in results.values()],
+               color=["tab:gray", "tab:blue", "tab:green"])
         ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -32,9 +32,8 @@ METHODS = ("hyperhill", "hilbert", "lsh", "kmeans")  # block_index's orders: the
 RULES = ("distance", "dot")  # a query's code: the nearest (VQGAN) or the one of highest dot product (IBQ)
 KEYS = ("quantize.embedding.weight", "quantizer.codebook")  # --codebook's keys: taming, LlamaGen, SEED-Voken; ours
 # block_index's settings. hyperbolic.fit: dim, epochs (of `draws` x K edges; None: each pair once), lr, negatives,
-# burn_in, weighted (pairs drawn by log(1 + count), else the set); enhance: weight (None: the embedding as is, else
-# logmap0 scaled to weight x the codes' variance), unseen; hilbert.order: bits, dims, bounds. Ours: a fit of seconds,
-# not hours, and the curve on 2 principal axes, where it keeps neighbours together.
+# burn_in, weighted (pairs drawn by log(1 + count), else the set); enhance: weight, unseen; hilbert.order: bits, dims,
+# bounds. Ours: a fit of seconds, not hours, and the curve on 2 principal axes, where it keeps neighbours together.
 OURS = dict(dim=10, epochs=10, lr=0.1, negatives=10, burn_in=2, draws=8, weighted=True, weight=0.3, unseen="zero",
             bits=10, dims=2, bounds=None)
 PAPER = dict(dim=32, epochs=500, lr=0.3, negatives=50, burn_in=0, draws=None, weighted=False, weight=None,
@@ -90,6 +89,9 @@ def enhance(codebook, embedding, *, weight=0.3, seen=None, unseen="zero", seed=0
     check_matrix(embedding, "embedding", rows=codebook.shape[0], products=False)
     weight = None if weight is None else check_number(weight, "weight", low=0.0)
     check_choice(unseen, "unseen", ("zero", "uniform"))
+    seed = check_number(seed, "seed", low=0, integer=True)
+    if weight is not None and not bool(xp.all(xp.sum(embedding * embedding, axis=1) < 1)):  # logmap0 needs |x| < 1
+        raise ValueError("embedding: has points on or outside the unit ball")
     if seen is not None:
         check_array(seen, "seen", kind="bool", shape=(codebook.shape[0],))
     return _enhance(codebook, embedding, weight, seen, unseen, seed, xp)
@@ -114,6 +116,7 @@ def block_index(codebook, blocks=8, *, method="hyperhill", cooc=None, seed=0, pr
     check_choice(method, "method", METHODS)
     k = codebook.shape[0]
     blocks = check_number(blocks, "blocks", low=1, high=k, integer=True)
+    seed = check_number(seed, "seed", low=0, integer=True)
     if set(settings) - set(OURS):
         raise TypeError(f"settings: unknown {sorted(set(settings) - set(OURS))}; known: {sorted(OURS)}")
     if cooc is not None and (not isinstance(cooc, tuple) or len(cooc) != 2):
@@ -439,7 +442,6 @@ def demo_patches(held_out=False):
     """4 x 4 RGB patches (N, 48) in [0, 1] of 7 training (or 2 held-out) photos, in tiles of 16 x 16: 256 an image."""
     from skimage import data as ski
     from sklearn.datasets import load_sample_images
-
     china, flower = load_sample_images().images
     photos = (flower, ski.chelsea()) if held_out else (ski.astronaut(), ski.coffee(), ski.rocket(), china, ski.retina(),
                                                        ski.immunohistochemistry(), ski.hubble_deep_field())
@@ -451,7 +453,6 @@ def demo_patches(held_out=False):
 def demo(k=512, paper_epochs=10, out="resize.png"):
     """Tables 3, 5, 6 and 7 in miniature on `demo_patches`, and the figure of Table 7: EXT's held-out PSNR."""
     import matplotlib.pyplot as plt
-
     plt.switch_backend("Agg")
     t0, x, z = time.perf_counter(), demo_patches(), demo_patches(held_out=True)
     cb = vq.kmeans(x[np.random.default_rng(0).choice(len(x), 30000)], k, iters=20)

@@ -10,7 +10,7 @@ Papers
 Where ours is smaller (so that it trains on a CPU in minutes): two stride-2 convolutions (x4 down;
 VQGAN and IBQ downsample x16 with four levels), one residual block per level and no attention block,
 width 32 instead of 128, a plain MSE reconstruction loss (VQGAN and IBQ add LPIPS, a GAN loss and, in
-IBQ's public code, LeCAM); the quantizer is the projects's own module, any `VectorQuantizer`.
+IBQ's public code, LeCAM); the quantizer is the project's own module, any `VectorQuantizer`.
 
 `psnr` and `ssim` score reconstructions; `python tokenizer.py` trains a tiny tokenizer on
 scikit-learn's digits for a few seconds and prints both; `python tokenizer.py --export CKPT OUT`
@@ -128,7 +128,8 @@ class Evaluation(NamedTuple):
 def evaluate(model, images, val_images):
     """Codebook statistics of the tokens of `images`, reconstruction quality on `val_images`."""
     model.eval()
-    counts = np.asarray(vq.usage(tokenize(model, images)[1].reshape(-1).cpu().numpy(), model.quantizer.codebook.shape[0]))
+    counts = np.asarray(vq.usage(tokenize(model, images)[1].reshape(-1).cpu().numpy(),
+                                 model.quantizer.codebook.shape[0]))
     recon = reconstruct(model, model.quantizer.decode(tokenize(model, val_images)[1]))
     return Evaluation(psnr(recon, val_images), ssim(recon, val_images), float((counts > 0).mean()),
                       float(vq.perplexity(counts)), recon, counts)
@@ -207,7 +208,8 @@ def export(checkpoint, out):
     if not isinstance(ck, dict) or not {"model", "model_args"} <= set(ck):
         raise ValueError(f"checkpoint: {checkpoint} is not a tokenizer checkpoint of train_ar.py")
     tmp = Path(str(out) + ".tmp")
-    save_file({k: v.contiguous() for k, v in ck["model"].items()}, str(tmp), metadata={"model_args": json.dumps(ck["model_args"])})
+    save_file({k: v.contiguous() for k, v in ck["model"].items()}, str(tmp),
+              metadata={"model_args": json.dumps(ck["model_args"])})
     os.replace(tmp, out)
 
 

@@ -102,7 +102,7 @@ class Config:
     classifier_steps: int = opt(600, "training steps of the digit classifier", POS)
     poincare_epochs: int = opt(20, "epochs of HyperHill's Poincare embedding (the paper: 500)", POS)
     scale_sizes: str = opt("1024,4096,16384,65536", "scale: the codebook sizes K", sizes)
-    scale_steps: int = opt(500, "scale: training steps of every run, whatever K", POS)
+    scale_steps: int = opt(300, "scale: training steps of every run, whatever K", POS)
     scale_batch: int = opt(16, "scale: batch size of every run (small: a step at K = 65536 costs K x the tokens)", POS)
     precision: str = opt("fp32", "encoder, decoder and transformer under bf16 autocast or not (the quantizers run in "
                          "float32 either way)", choices=("fp32", "bf16"))
@@ -368,8 +368,9 @@ TOKENIZER_ARGS = ("width", "quantizer", "codebook_size", "codebook_dim", "beta",
                   "init_scale", "kmeans_init", "ema")  # tok.build's arguments beside `channels`
 
 
-def train_tokenizer(name, cfg, data, env, *, batch_size=None):
-    """A tokenizer of configuration cfg trained into OUT/<name>.pt; returns (model, tok.Evaluation)."""
+def train_tokenizer(name, cfg, data, env, *, batch_size=None, stats=None):
+    """A tokenizer of configuration cfg trained into OUT/<name>.pt; returns (model, tok.Evaluation): codebook
+    statistics of the tokens of `stats` (default: the training images), PSNR on the validation images."""
     args = dict(channels=data.train_x.shape[1], **{k: getattr(cfg, k) for k in TOKENIZER_ARGS})
     torch.manual_seed(cfg.seed)
     model = tok.build(**args).to(env.device)
@@ -383,7 +384,7 @@ def train_tokenizer(name, cfg, data, env, *, batch_size=None):
     t0 = time.perf_counter()
     train(name, model, args, loss_fn, len(data.train_x), cfg.steps, cfg.lr, cfg, env, batch_size=batch_size)
     with autocast(cfg, env):
-        ev = tok.evaluate(model, data.train_x, data.val_x)
+        ev = tok.evaluate(model, data.train_x if stats is None else stats, data.val_x)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics().items())
     env.log(f"{name}: K = {cfg.codebook_size}: {metrics} ({cfg.steps} steps, {time.perf_counter() - t0:.0f} s)")
     return model, ev
@@ -445,9 +446,7 @@ def stage_scale(cfg, data, env):
         for name, variant in VARIANTS.items():
             run = replace(cfg, codebook_size=k, steps=cfg.scale_steps, **variant)
             t0 = time.perf_counter()
-            model, _ = train_tokenizer(f"scale_{name}_{k}", run, data, env, batch_size=cfg.scale_batch)
-            with autocast(cfg, env):
-                ev = tok.evaluate(model, everything, data.val_x)
+            ev = train_tokenizer(f"scale_{name}_{k}", run, data, env, batch_size=cfg.scale_batch, stats=everything)[1]
             rows.append(dict(name=name, quantizer=run.quantizer, ema=run.ema, entropy_weight=run.entropy_weight,
                              codebook_size=k, utilization=ev.utilization, perplexity=ev.perplexity, psnr=ev.psnr,
                              ssim=ev.ssim, seconds=time.perf_counter() - t0))

@@ -53,6 +53,7 @@ def shrink_vocabulary(codebook, size, *, method="hyperhill", usage=None, cooc=No
     check_choice(rule, "rule", RULES)
     k = codebook.shape[0]
     size = check_number(size, "size", low=1, high=k, integer=True)
+    seed = check_number(seed, "seed", low=0, integer=True)
     w = _usage_weights(usage, k, xp, device(codebook))
     if order is not None:
         check_permutation(order, k, "order")
@@ -162,6 +163,7 @@ def grow_vocabulary(codebook, size, *, method="hyperhill", usage=None, cooc=None
         raise ValueError("codebook: growing needs at least 2 codes (their spread places the new ones)")
     extra = check_number(size, "size", low=k, integer=True) - k
     noise = check_number(noise, "noise", low=0.0)
+    seed = check_number(seed, "seed", low=0, integer=True)
     w = _usage_weights(usage, k, xp, device(codebook))
     if order is not None:
         check_permutation(order, k, "order")

@@ -30,9 +30,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from array_api_compat import array_namespace, device, is_array_api_obj
+from array_api_compat import array_namespace, device
 
-from arrays import (blocks, check_array, check_finite, check_indices, check_matrix, check_number, namespace,
+from arrays import (blocks, check_array, check_finite, check_indices, check_matrix, check_number, is_array, namespace,
                     scatter_add, size, working_dtype)
 
 # ---------------------------------------------------------------- nearest code (in blocks), usage statistics
@@ -169,9 +169,9 @@ def vq_backward(cache, grad_zq, grad_loss=1.0):
     if not isinstance(cache, VQCache):
         raise TypeError(f"cache: expected the VQCache of vq_forward, got {type(cache).__name__}")
     namespace(**{"cache.residual": cache.residual, "grad_zq": grad_zq,
-                 "grad_loss": grad_loss if is_array_api_obj(grad_loss) else None})
+                 "grad_loss": grad_loss if is_array(grad_loss) else None})
     check_array(grad_zq, "grad_zq", shape=tuple(cache.residual.shape))
-    if is_array_api_obj(grad_loss):
+    if is_array(grad_loss):
         check_array(grad_loss, "grad_loss", shape=())
     else:
         grad_loss = check_number(grad_loss, "grad_loss")

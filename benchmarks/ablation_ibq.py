@@ -45,8 +45,8 @@ def main():
         options = ["--steps", str(2 * steps)] if options == "steps" else options + ["--steps", str(steps)]
         out = Path(args.out) / f"{i:02d}"
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, str(ROOT / "train_ar.py"), "tokenizer", *options, "--out", str(out), "--force",
-                            *(["--quick"] if args.quick else [])], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, str(ROOT / "train_ar.py"), "tokenizer", *options, "--out", str(out),
+                            "--force", *(["--quick"] if args.quick else [])], capture_output=True, text=True)
         if r.returncode:
             print(f"| {name} | failed: {r.stderr.strip().splitlines()[-1]} | | | | | |", flush=True)
             continue

@@ -71,8 +71,10 @@ def main():
     import numpy as np
     sizes = [(1024, 1024, 256), (512, 16384, 256)] if args.quick else [(16384, 16384, 256), (4096, 262144, 256)]
     names = ["faiss IndexFlatL2", "vq.nearest", "torch cdist+argmin"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-    print("| N | K | method | time (s) | time / faiss | peak extra RSS (MiB) | tracemalloc peak (MiB) | indices equal to faiss |")
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS),
+               MKL_NUM_THREADS=str(THREADS))
+    print("| N | K | method | time (s) | time / faiss | peak extra RSS (MiB) | tracemalloc peak (MiB) | "
+          "indices equal to faiss |")
     print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for n, k, d in sizes:
         res = {}

@@ -68,7 +68,8 @@ def run_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("args, words", [
     (["--seed", str(2**63)], ["--seed"]), (["--lr", "1e6"], ["--lr"]), (["--temperature", "1e-45"], ["--temperature"]),
-    (["--codebook-size", "1"], ["--codebook-size"]), (["--top-p", "1.5"], ["--top-p"]), (["--quantizer", "fsq"], ["--quantizer"]),
+    (["--codebook-size", "1"], ["--codebook-size"]), (["--top-p", "1.5"], ["--top-p"]),
+    (["--quantizer", "fsq"], ["--quantizer"]),
     (["bogus"], ["command"]), (["--n-head", "3"], ["--n-embd"]), (["--width", "12"], ["--width"]),
     (["scale", "--scale-sizes", "64,1"], ["--scale-sizes"]), (["scale", "--scale-sizes", "a,b"], ["--scale-sizes"]),
     (["--resume"], ["--resume"])])
@@ -127,7 +128,8 @@ def test_out_naming_a_file(main, tmp_path):
 def test_a_stage_in_a_folder_of_another_run_uses_its_config_or_refuses(main, run_folder, tmp_path):
     """Fixed bug: `tokenizer --quick` in a K = 128 folder retrained a K = 64 tokenizer beside its ar.pt."""
     before = {p.name: p.read_bytes() for p in run_folder.iterdir()}
-    for args, word in ((["tokenizer", "--quick"], "--codebook-size"), (["ar", "--codebook-size", "64"], "--codebook-size"),
+    for args, word in ((["tokenizer", "--quick"], "--codebook-size"),
+                       (["ar", "--codebook-size", "64"], "--codebook-size"),
                        (["all", *TINY], "--codebook-size")):
         assert_one_line_error(main(*args, "--out", str(run_folder)), str(run_folder), word)
     assert {p.name: p.read_bytes() for p in run_folder.iterdir()} == before

@@ -58,7 +58,8 @@ def test_report_is_written_from_metrics_alone(tmp_path):
     t = dict(quantizer="ibq", codebook_size=64, psnr=21.5, ssim=0.8, utilization=0.9, perplexity=50.0)
     rows = [dict(name=n, quantizer=q, ema=e, entropy_weight=w, codebook_size=k, steps=10, batch_size=8, utilization=u,
                  perplexity=10.0, psnr=20.0, seconds=1.0)
-            for n, q, e, w, u in (("vq", "vq", False, 0.0, 0.2), ("ibq_entropy", "ibq", False, 0.05, 0.95)) for k in (16, 64)]
+            for n, q, e, w, u in (("vq", "vq", False, 0.0, 0.2), ("ibq_entropy", "ibq", False, 0.05, 0.95))
+            for k in (16, 64)]
     (tmp_path / "metrics.json").write_text(json.dumps(dict(tokenizer=t, compare={"vq": t, "ibq": t}, scale=rows)))
     evaluate.write(tmp_path, ["header"])
     report = (tmp_path / "report.md").read_text()

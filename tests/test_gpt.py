@@ -38,7 +38,8 @@ def test_incremental_logits_equal_full_forward(seed, block_size):
     labels, tokens = torch.randint(0, 4, (3,), generator=g), torch.randint(0, 11, (3, block_size), generator=g)
     full = model(labels, tokens)  # (3, n + 1, V)
     cache = []
-    steps = [model(labels, tokens[:, :0], cache)] + [model(labels, tokens[:, i:i + 1], cache) for i in range(block_size)]
+    steps = [model(labels, tokens[:, :0], cache)] + [model(labels, tokens[:, i:i + 1], cache)
+                                                     for i in range(block_size)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-10)
 
 
@@ -71,7 +72,8 @@ def test_vanishing_temperature_samples_the_likeliest_token(seed, temperature):
     assert torch.equal(tokens, greedy)
 
 
-@pytest.mark.parametrize("kw, name", [(dict(temperature=0.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+@pytest.mark.parametrize("kw, name", [(dict(temperature=0.0), "temperature"),
+                                      (dict(temperature=float("nan")), "temperature"),
                                       (dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
                                       (dict(cfg_scale=float("inf")), "cfg_scale")])
 def test_bad_sampling_options_raise_naming_them(kw, name):

@@ -311,8 +311,10 @@ def test_module_kmeans_init_and_bad_options():
     q = ibq.IndexBackpropQuantizer(8, 4, init="kmeans").train()
     q(z)
     assert bool(q.initialized)
-    for name, kw, error in [("init", dict(init="uniform"), ValueError), ("temperature", dict(temperature=0.0), ValueError),
-                            ("beta", dict(beta=-0.25), ValueError), ("entropy_weight", dict(entropy_weight=True), TypeError)]:
+    for name, kw, error in [("init", dict(init="uniform"), ValueError),
+                            ("temperature", dict(temperature=0.0), ValueError),
+                            ("beta", dict(beta=-0.25), ValueError),
+                            ("entropy_weight", dict(entropy_weight=True), TypeError)]:
         with pytest.raises(error, match=name):
             ibq.IndexBackpropQuantizer(8, 4, **kw)
 
@@ -334,7 +336,8 @@ def bad_inputs():
         ("codebook", dict(codebook=np.ones((0, 3))), ValueError),
         ("codebook", dict(codebook=np.ones((5, 3), np.float32)), TypeError),
         ("temperature", dict(temperature=0.0), ValueError), ("temperature", dict(temperature=-1.0), ValueError),
-        ("temperature", dict(temperature=float("nan")), ValueError), ("max_block_bytes", dict(max_block_bytes=0), ValueError),
+        ("temperature", dict(temperature=float("nan")), ValueError),
+        ("max_block_bytes", dict(max_block_bytes=0), ValueError),
         ("max_block_bytes", dict(max_block_bytes=1.5), TypeError), ("beta", dict(beta=float("inf")), ValueError),
         ("beta", dict(beta=-0.1), ValueError),  # vq refuses it; ibq_forward took it silently
         ("beta", dict(beta=True), TypeError), ("entropy_weight", dict(entropy_weight="1"), TypeError),

@@ -34,7 +34,8 @@ def test_psnr_is_ten_log10_of_one_over_mse(seed, noise):
 
 @pytest.mark.parametrize("kind", ["vq", "ibq"])
 def test_shapes_and_rebuild_from_model_args(kind):
-    args = dict(channels=3, width=16, quantizer=kind, codebook_size=32, codebook_dim=8, entropy_weight=0.1, ema=kind == "vq")
+    args = dict(channels=3, width=16, quantizer=kind, codebook_size=32, codebook_dim=8, entropy_weight=0.1,
+                ema=kind == "vq")
     torch.manual_seed(0)
     model = tok.build(**args).eval()
     x = torch.rand(5, 3, 16, 12) * 2 - 1

@@ -135,7 +135,8 @@ def test_scale_quick_leaves_rows_figure_and_report_section(tmp_path):
 
 
 def test_precision_bf16_trains(tmp_path):
-    r = run("tokenizer", "--quick", "--steps", "6", "--precision", "bf16", "--out", str(tmp_path / "bf16"), cwd=tmp_path)
+    r = run("tokenizer", "--quick", "--steps", "6", "--precision", "bf16", "--out", str(tmp_path / "bf16"),
+            cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert np.isfinite(json.loads((tmp_path / "bf16" / "metrics.json").read_text())["tokenizer"]["psnr"])
 
